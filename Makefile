@@ -1,0 +1,30 @@
+# Thin aliases; the scripts in deploy/local/ do the work.
+.PHONY: up down status test test-unit lint format bench-rules bench-evaluator
+
+up:  ## install, provision and start everything, then print the API URL and the demo key
+	@deploy/local/up.sh
+
+down:  ## stop everything `make up` started
+	@deploy/local/down.sh
+
+status:
+	@deploy/local/infra.sh status; deploy/local/services.sh status
+
+test:  ## the whole suite against a real Kafka broker and a real MongoDB-compatible store
+	@deploy/local/test.sh
+
+test-unit:
+	@deploy/local/bootstrap.sh && .venv/bin/python -m pytest tests/unit -q
+
+lint:  ## ruff, mypy (strict) and the import contracts
+	@deploy/local/bootstrap.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy shared/src services/api/src services/evaluator/src services/sync/src
+	.venv/bin/lint-imports
+
+format:
+	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rules.json
+	@deploy/local/bootstrap.sh && .venv/bin/python bench/bench_rules.py

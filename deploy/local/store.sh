@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Provision and run the MongoDB-compatible store: AUDIENCES_MONGO_URL if given, else a mongod on
+# PATH, else FerretDB v1.24 (SQLite backend) built from its Go module.
+# Usage: store.sh install|start|stop|status|url
+source "$(dirname "$0")/lib.sh"
+
+FERRETDB_VERSION="v1.24.0"
+FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_VERSION/ferretdb"
+DATA_DIR="$LOCAL/store/data"
+
+# The store we run: "external" (URL given), "mongod" or "ferretdb".
+backend() {
+  if [[ -n "${AUDIENCES_MONGO_URL:-}" ]]; then echo external
+  elif command -v mongod >/dev/null 2>&1; then echo mongod
+  else echo ferretdb; fi
+}
+
+url() {
+  if [[ -n "${AUDIENCES_MONGO_URL:-}" ]]; then echo "$AUDIENCES_MONGO_URL"
+  else echo "mongodb://127.0.0.1:$STORE_PORT/"; fi
+}
+
+install_ferretdb() {
+  [[ -x "$FERRETDB_BIN" ]] && return 0
+  command -v go >/dev/null || die "Go is required to build FerretDB (or put mongod on PATH, or set AUDIENCES_MONGO_URL)"
+  log "building FerretDB $FERRETDB_VERSION from its Go module (first run only)"
+  local gomod src build
+  build="$(mktemp -d)"
+  gomod="$(cd "$build" && GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$gomod" ]] || die "could not download the FerretDB module"
+  src="$build/src"
+  cp -r "$gomod" "$src" && chmod -R u+w "$src"
+  # FerretDB embeds its version from build/version/version.txt, which the module archive lacks.
+  echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  mkdir -p "$(dirname "$FERRETDB_BIN")"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN" ./cmd/ferretdb)
+  rm -rf "$build"
+}
+
+install() { [[ "$(backend)" == ferretdb ]] && install_ferretdb; return 0; }
+
+start() {
+  mkdir -p "$DATA_DIR"
+  case "$(backend)" in
+    external) log "using the store at AUDIENCES_MONGO_URL"; return 0 ;;
+    mongod)
+      start_daemon store mongod --bind_ip 127.0.0.1 --port "$STORE_PORT" --dbpath "$DATA_DIR" --quiet ;;
+    ferretdb)
+      install_ferretdb
+      start_daemon store "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA_DIR/" \
+        --listen-addr="127.0.0.1:$STORE_PORT" --telemetry=disable --log-level=warn \
+        --debug-addr=- --state-dir="$LOCAL/store" ;;
+  esac
+  wait_port store "$STORE_PORT" 60
+  log "store ($(backend)) listening on 127.0.0.1:$STORE_PORT"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop_daemon store ;;
+  status) pid_alive store && echo "store: $(backend) running on $(url)" || echo "store: $(backend), not running here" ;;
+  url) url ;;
+  backend) backend ;;
+  *) die "usage: store.sh install|start|stop|status|url|backend" ;;
+esac

@@ -1,0 +1,1 @@
+"""Audiences api service."""

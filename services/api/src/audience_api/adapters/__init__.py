@@ -1,0 +1,1 @@
+"""Adapters of the gateway: one technology each."""

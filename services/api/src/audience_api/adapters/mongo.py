@@ -1,0 +1,98 @@
+"""MongoDB repositories of the gateway: audiences, their evaluator state, keys, organizations."""
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+
+
+class MongoStore:
+    """Holds the database handle and creates the indexes the gateway relies on."""
+
+    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Document] = client[database]
+
+    async def ensure_indexes(self) -> None:
+        await self.db.audiences.create_index(
+            [("project_id", ASCENDING), ("archived", ASCENDING), ("_id", ASCENDING)]
+        )
+        await self.db.api_keys.create_index([("hash", ASCENDING)], unique=True)
+        await self.db.memberships.create_index(
+            [("audience_id", ASCENDING), ("user_id", ASCENDING)]
+        )
+
+
+class MongoAudienceRepository:
+    def __init__(self, store: MongoStore) -> None:
+        self._db = store.db
+
+    async def insert(self, audience: Document) -> None:
+        await self._db.audiences.insert_one(audience)
+
+    async def get(self, project_id: str, audience_id: str) -> Document | None:
+        return await self._db.audiences.find_one(
+            {"_id": audience_id, "project_id": project_id, "archived": False}
+        )
+
+    async def list(self, project_id: str, first: int, after: str | None) -> list[Document]:
+        query: Document = {"project_id": project_id, "archived": False}
+        if after:
+            query["_id"] = {"$gt": after}
+        cursor = self._db.audiences.find(query).sort("_id", ASCENDING).limit(first)
+        return [doc async for doc in cursor]
+
+    async def state(self, audience_id: str) -> Document | None:
+        return await self._db.audience_state.find_one({"_id": audience_id})
+
+
+class MongoKeyRepository:
+    def __init__(self, store: MongoStore) -> None:
+        self._db = store.db
+
+    async def find_by_hash(self, key_hash: str) -> Document | None:
+        return await self._db.api_keys.find_one({"hash": key_hash})
+
+    async def upsert(self, key: Document) -> None:
+        await self._db.api_keys.replace_one({"_id": key["_id"]}, key, upsert=True)
+
+
+class MongoTenancyRepository:
+    """Organizations, projects and the key listing of an organization."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self._db = store.db
+
+    async def ensure_organization(self, org_id: str, name: str) -> None:
+        await self._db.organizations.update_one(
+            {"_id": org_id}, {"$setOnInsert": {"name": name}}, upsert=True
+        )
+
+    async def ensure_project(self, project: Document) -> None:
+        fields = {k: v for k, v in project.items() if k != "_id"}
+        await self._db.projects.update_one(
+            {"_id": project["_id"]}, {"$setOnInsert": fields}, upsert=True
+        )
+
+    async def insert_project(self, project: Document) -> None:
+        await self._db.projects.insert_one(project)
+
+    async def project(self, project_id: str) -> Document | None:
+        return await self._db.projects.find_one({"_id": project_id})
+
+    async def projects(self, organization_id: str) -> list[Document]:
+        cursor = self._db.projects.find({"organization_id": organization_id}).sort("_id", ASCENDING)
+        return [doc async for doc in cursor]
+
+    async def keys(self, organization_id: str, project_id: str | None) -> list[Document]:
+        query: Document = {"organization_id": organization_id}
+        if project_id is not None:
+            query["project_id"] = project_id
+        cursor = self._db.api_keys.find(query, {"hash": 0}).sort("_id", ASCENDING)
+        return [doc async for doc in cursor]
+
+    async def revoke_key(self, key_id: str, at: datetime) -> None:
+        await self._db.api_keys.update_one({"_id": key_id}, {"$set": {"revoked_at": at}})

@@ -1,0 +1,79 @@
+"""The gateway's composition root: the only place that picks adapters."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from audience_api.adapters.kafka_publisher import KafkaEventPublisher
+from audience_api.adapters.mongo import (
+    MongoAudienceRepository,
+    MongoKeyRepository,
+    MongoTenancyRepository,
+    MongoStore,
+)
+from audience_api.config import Settings
+from audience_api.services import AudienceService, IngestionService, KeyService, TenancyService
+from audience_shared.kafka import ensure_topics, make_broker
+from audience_shared.store import connect_store, ping
+
+BOOTSTRAP_ORGANIZATION = "org_demo"
+
+
+@dataclass
+class Container:
+    settings: Settings
+    client: AsyncMongoClient[dict[str, Any]]
+    broker: KafkaBroker
+    store: MongoStore
+    publisher: KafkaEventPublisher
+    keys: KeyService
+    audiences: AudienceService
+    ingestion: IngestionService
+    tenancy_repo: MongoTenancyRepository
+    tenancy: TenancyService
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Container":
+        client = connect_store(settings.mongo_url)
+        broker = make_broker(settings.kafka_bootstrap, client_id="audiences-api")
+        store = MongoStore(client, settings.mongo_database)
+        publisher = KafkaEventPublisher(broker)
+        keys = MongoKeyRepository(store)
+        tenancy_repo = MongoTenancyRepository(store)
+        return cls(
+            settings=settings,
+            client=client,
+            broker=broker,
+            store=store,
+            publisher=publisher,
+            keys=KeyService(keys),
+            audiences=AudienceService(
+                MongoAudienceRepository(store), publisher, settings.create_wait_seconds
+            ),
+            ingestion=IngestionService(publisher),
+            tenancy_repo=tenancy_repo,
+            tenancy=TenancyService(tenancy_repo, keys),
+        )
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings.kafka_bootstrap)
+        await self.broker.connect()
+        await self.store.ensure_indexes()
+        if self.settings.bootstrap_api_key is not None:
+            await self.tenancy_repo.ensure_organization(BOOTSTRAP_ORGANIZATION, "Demo")
+            await self.keys.install_key(
+                self.settings.bootstrap_api_key.get_secret_value(),
+                BOOTSTRAP_ORGANIZATION,
+                None,
+                "admin",
+                "bootstrap",
+            )
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.client.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        return {"store": await ping(self.client), "broker": await self.publisher.is_ready()}

@@ -1,0 +1,51 @@
+"""The REST gateway's application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from audience_api.config import Settings
+from audience_api.container import Container
+from audience_api.http_errors import install_error_handlers
+from audience_api.routes import audiences, health, ingest, tenancy
+from audience_shared.logging import configure_logging
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging("api", settings.log_level, settings.log_json)
+    container = Container.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        structlog.get_logger().info("api.started", port=settings.port)
+        yield
+        await container.stop()
+
+    app = FastAPI(
+        title="Audiences API",
+        version="0.1.0",
+        description="Real-time audience segmentation: define audiences, send events, read members.",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    install_error_handlers(app, settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(audiences.router)
+    app.include_router(ingest.router)
+    app.include_router(tenancy.router)
+    return app
+
+
+def run() -> None:
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+
+
+if __name__ == "__main__":
+    run()

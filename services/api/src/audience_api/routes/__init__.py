@@ -1,0 +1,1 @@
+"""HTTP routes of the gateway: thin, decode, call one service method, return."""

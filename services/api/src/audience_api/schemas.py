@@ -1,0 +1,64 @@
+"""Request and response bodies of the gateway's public API."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Unknown fields are a 400 that names them, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudienceCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    project_id: str | None = None
+    app_id: str | None = Field(default=None, description="Alias of project_id (seed 000)")
+    kind: Literal["dynamic", "static", "synced"] = "dynamic"
+    type: Literal["events", "intents", "dataset"] = "events"
+    criteria: str | None = Field(default=None, max_length=10_000)
+    filter: dict[str, Any] | None = None
+    filters: list[dict[str, Any]] | None = None
+    properties: dict[str, list[Any]] | None = None
+    refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] = "realtime"
+    group_id: str | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Active Premium Users",
+                    "criteria": "Users with plan=premium AND last_active within 7 days",
+                }
+            ]
+        },
+    )
+
+
+class PageInfo(BaseModel):
+    has_next_page: bool
+    end_cursor: str | None
+
+
+class IdentifyItem(Strict):
+    user_id: str = Field(min_length=1, max_length=200)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class TrackItem(Strict):
+    user_id: str = Field(min_length=1, max_length=200)
+    event: str = Field(min_length=1, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class IngestAccepted(BaseModel):
+    accepted: int
+    errors: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,334 @@
+"""Use cases of the gateway: keys and tenancy, audiences, ingestion. No web or driver imports."""
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from audience_api.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from audience_api.ports import (
+    AudienceRepository,
+    EventPublisher,
+    KeyRepository,
+    TenancyRepository,
+)
+from audience_shared import rules
+from audience_shared.events import AudienceChanged, UserEventBase
+
+Scope = Literal["admin", "read"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an organization key (project_id None) or a key bound to one project."""
+
+    key_id: str
+    organization_id: str
+    project_id: str | None
+    scope: Scope
+
+    def project_for(self, requested: str | None) -> str:
+        """The project a project-scoped call acts on, checked against the key's reach."""
+        if self.project_id is not None:
+            if requested is not None and requested != self.project_id:
+                # Never reveal whether another project exists.
+                raise NotFound("project", requested)
+            return self.project_id
+        if requested is None:
+            raise InvalidRequest(
+                "project_required", "An organization key must name project_id on this call"
+            )
+        return requested
+
+    def require_write(self) -> None:
+        if self.scope != "admin":
+            raise Forbidden("read_only_key", "This API key is read-only")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyService:
+    def __init__(self, keys: KeyRepository) -> None:
+        self._keys = keys
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        if not presented:
+            raise Unauthorized()
+        doc = await self._keys.find_by_hash(hash_key(presented))
+        if doc is None or doc.get("revoked_at") is not None:
+            raise Unauthorized("The API key is invalid or revoked")
+        return Principal(
+            key_id=doc["_id"],
+            organization_id=doc["organization_id"],
+            project_id=doc.get("project_id"),
+            scope=doc["scope"],
+        )
+
+    async def install_key(
+        self, key: str, organization_id: str, project_id: str | None, scope: Scope, name: str
+    ) -> str:
+        """Store a key we were given (bootstrap/demo), idempotently: the same key, the same id."""
+        key_hash = hash_key(key)
+        key_id = f"key_{key_hash[:16]}"
+        await self._keys.upsert(
+            {
+                "_id": key_id,
+                "hash": key_hash,
+                "prefix": key[:8],
+                "name": name,
+                "organization_id": organization_id,
+                "project_id": project_id,
+                "scope": scope,
+                "created_at": utcnow(),
+                "revoked_at": None,
+            }
+        )
+        return key_id
+
+
+RULE_INPUTS = ("criteria", "filter", "filters", "properties")
+
+
+def rule_from_input(payload: dict[str, Any]) -> tuple[str, Any, rules.Group]:
+    """Exactly one of the four rule inputs, compiled to the canonical rule."""
+    given = [name for name in RULE_INPUTS if payload.get(name) is not None]
+    if len(given) != 1:
+        raise InvalidRequest(
+            "rule_input_required",
+            "Give exactly one of criteria, filter, filters or properties",
+            {"given": given},
+        )
+    form = given[0]
+    value = payload[form]
+    if form == "criteria":
+        rule = rules.parse_criteria(value)
+    elif form == "filter":
+        rule = rules.rule_from_filter(value)
+    elif form == "filters":
+        rule = rules.rule_from_filters(value)
+    else:
+        rule = rules.rule_from_properties(value)
+    rules.validate_rule(rule)
+    return form, value, rule
+
+
+class AudienceService:
+    def __init__(
+        self,
+        audiences: AudienceRepository,
+        publisher: EventPublisher,
+        create_wait_seconds: float,
+    ) -> None:
+        self._audiences = audiences
+        self._publisher = publisher
+        self._create_wait_seconds = create_wait_seconds
+
+    async def create(self, principal: Principal, payload: dict[str, Any]) -> dict[str, Any]:
+        principal.require_write()
+        project_id = principal.project_for(payload.get("project_id") or payload.get("app_id"))
+        form, value, rule = rule_from_input(payload)
+        now = utcnow()
+        audience: dict[str, Any] = {
+            "_id": new_id("aud"),
+            "project_id": project_id,
+            "name": payload["name"],
+            "description": payload.get("description"),
+            "kind": payload.get("kind", "dynamic"),
+            "type": payload.get("type", "events"),
+            "input": {"form": form, "value": value},
+            "criteria": value if form == "criteria" else None,
+            "rule": rule.model_dump(mode="json"),
+            "rule_version": 1,
+            "refresh_schedule": payload.get("refresh_schedule", "realtime"),
+            "group_id": payload.get("group_id"),
+            "archived": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._audiences.insert(audience)
+        await self._publisher.publish_audience_changed(
+            AudienceChanged(
+                project_id=project_id, audience_id=audience["_id"], change="created", version=1
+            )
+        )
+        state = await self._wait_until_ready(audience["_id"], 1)
+        return self._resource(audience, state)
+
+    async def get(self, principal: Principal, audience_id: str, project: str | None) -> dict[str, Any]:
+        audience = await self._audiences.get(principal.project_for(project), audience_id)
+        if audience is None:
+            raise NotFound("audience", audience_id)
+        return self._resource(audience, await self._audiences.state(audience_id))
+
+    async def list(
+        self, principal: Principal, project: str | None, first: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        docs = await self._audiences.list(principal.project_for(project), first + 1, after)
+        items = [self._resource(doc, await self._audiences.state(doc["_id"])) for doc in docs]
+        return items[:first], len(items) > first
+
+    async def count(self, principal: Principal, audience_id: str, project: str | None) -> dict[str, Any]:
+        resource = await self.get(principal, audience_id, project)
+        return {"count": resource["user_count"], "as_of": resource["as_of"]}
+
+    async def _wait_until_ready(self, audience_id: str, version: int) -> dict[str, Any] | None:
+        """Give materialization a moment so small audiences answer with an exact count."""
+        deadline = asyncio.get_running_loop().time() + self._create_wait_seconds
+        state = None
+        while asyncio.get_running_loop().time() < deadline:
+            state = await self._audiences.state(audience_id)
+            if state and state.get("rule_version") == version and state.get("status") == "ready":
+                return state
+            await asyncio.sleep(0.05)
+        return state
+
+    @staticmethod
+    def _resource(audience: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any]:
+        ready = bool(
+            state
+            and state.get("rule_version") == audience["rule_version"]
+            and state.get("status") == "ready"
+        )
+        status = state.get("status", "pending") if state else "pending"
+        if state and state.get("rule_version") != audience["rule_version"]:
+            status = "pending"
+        return {
+            "id": audience["_id"],
+            "project_id": audience["project_id"],
+            "name": audience["name"],
+            "description": audience.get("description"),
+            "kind": audience["kind"],
+            "type": audience["type"],
+            "criteria": audience.get("criteria"),
+            "input": audience["input"],
+            "rule": audience["rule"],
+            "status": status,
+            "user_count": (state or {}).get("member_count", 0),
+            "user_count_is_estimate": not ready,
+            "as_of": (state or {}).get("updated_at") or audience["updated_at"],
+            "refresh_schedule": audience["refresh_schedule"],
+            "group_id": audience.get("group_id"),
+            "created_at": audience["created_at"],
+            "updated_at": audience["updated_at"],
+        }
+
+
+class IngestionService:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def accept(self, principal: Principal, events: Sequence[UserEventBase]) -> int:
+        principal.require_write()
+        if events:
+            await self._publisher.publish_user_events(events)
+        return len(events)
+
+
+class TenancyService:
+    """Projects of an organization and the API keys that reach them."""
+
+    def __init__(self, tenancy: TenancyRepository, keys: KeyRepository) -> None:
+        self._tenancy = tenancy
+        self._keys = keys
+
+    async def create_project(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require_write()
+        if principal.project_id is not None:
+            raise Forbidden("organization_key_required", "Only an organization key creates projects")
+        project = {
+            "_id": new_id("prj"),
+            "organization_id": principal.organization_id,
+            "name": name,
+            "created_at": utcnow(),
+        }
+        await self._tenancy.insert_project(project)
+        return self._project(project)
+
+    async def list_projects(self, principal: Principal) -> list[dict[str, Any]]:
+        projects = await self._tenancy.projects(principal.organization_id)
+        if principal.project_id is not None:
+            projects = [p for p in projects if p["_id"] == principal.project_id]
+        return [self._project(p) for p in projects]
+
+    async def create_key(
+        self,
+        principal: Principal,
+        project_id: str | None,
+        scope: Scope,
+        name: str | None,
+        rate_limit: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        principal.require_write()
+        if project_id is not None:
+            project_id = principal.project_for(project_id)
+            await self._require_project(principal, project_id)
+        elif principal.project_id is not None:
+            project_id = principal.project_id
+        secret = f"sk_{'live' if scope == 'admin' else 'read'}_{secrets.token_urlsafe(24)}"
+        key_hash = hash_key(secret)
+        doc = {
+            "_id": new_id("key"),
+            "hash": key_hash,
+            "prefix": secret[:12],
+            "name": name,
+            "organization_id": principal.organization_id,
+            "project_id": project_id,
+            "scope": scope,
+            "rate_limit": rate_limit,
+            "created_at": utcnow(),
+            "revoked_at": None,
+        }
+        await self._keys.upsert(doc)
+        return {**self._key(doc), "key": secret}
+
+    async def list_keys(self, principal: Principal) -> list[dict[str, Any]]:
+        docs = await self._tenancy.keys(principal.organization_id, principal.project_id)
+        return [self._key(doc) for doc in docs]
+
+    async def revoke_key(self, principal: Principal, key_id: str) -> None:
+        principal.require_write()
+        docs = await self._tenancy.keys(principal.organization_id, principal.project_id)
+        if not any(doc["_id"] == key_id for doc in docs):
+            raise NotFound("key", key_id)
+        await self._tenancy.revoke_key(key_id, utcnow())
+
+    async def _require_project(self, principal: Principal, project_id: str) -> None:
+        project = await self._tenancy.project(project_id)
+        if project is None or project["organization_id"] != principal.organization_id:
+            raise NotFound("project", project_id)
+
+    @staticmethod
+    def _project(doc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": doc["_id"],
+            "organization_id": doc["organization_id"],
+            "name": doc["name"],
+            "created_at": doc.get("created_at"),
+        }
+
+    @staticmethod
+    def _key(doc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": doc["_id"],
+            "name": doc.get("name"),
+            "prefix": doc["prefix"],
+            "organization_id": doc["organization_id"],
+            "project_id": doc.get("project_id"),
+            "scope": doc["scope"],
+            "rate_limit": doc.get("rate_limit"),
+            "created_at": doc.get("created_at"),
+            "revoked_at": doc.get("revoked_at"),
+        }

@@ -1,0 +1,1 @@
+"""Audiences evaluator service."""

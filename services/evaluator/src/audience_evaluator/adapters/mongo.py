@@ -1,0 +1,168 @@
+"""MongoDB adapters of the evaluator: profiles, memberships, audience state."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from audience_shared.adapters.mongo_rules import compile_mongo_filter
+from audience_shared.events import MembershipChanged
+from audience_shared.rules import Group
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+
+
+def membership_id(audience_id: str, profile_id: str) -> str:
+    return f"{audience_id}|{profile_id}"
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    await db.profiles.create_index([("project_id", ASCENDING), ("_id", ASCENDING)])
+    await db.profiles.create_index([("due_at", ASCENDING)])
+    await db.memberships.create_index([("audience_id", ASCENDING), ("user_id", ASCENDING)])
+    await db.memberships.create_index([("audience_id", ASCENDING), ("profile_id", ASCENDING)])
+
+
+class MongoProfileStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._profiles = db.profiles
+
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        if not profile_ids:
+            return {}
+        cursor = self._profiles.find({"_id": {"$in": list(profile_ids)}})
+        return {doc["_id"]: doc async for doc in cursor}
+
+    async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
+        if not writes:
+            return set()
+        ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
+        for profile, expected in writes:
+            if expected == 0:
+                ops.append(InsertOne(profile))
+            else:
+                ops.append(ReplaceOne({"_id": profile["_id"], "version": expected}, profile))
+        conflicts: set[str] = set()
+        try:
+            result = await self._profiles.bulk_write(ops, ordered=False)
+            matched = result.matched_count + result.inserted_count
+        except BulkWriteError as exc:
+            details = exc.details
+            for error in details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                conflicts.add(writes[error["index"]][0]["_id"])
+            matched = details.get("nMatched", 0) + details.get("nInserted", 0)
+        if matched + len(conflicts) < len(writes):
+            # A guarded replace that matched nothing lost a race: find which ones by version.
+            stored = await self.load_profiles([p["_id"] for p, _ in writes])
+            for profile, _expected in writes:
+                current = stored.get(profile["_id"])
+                if current is None or current.get("version") != profile["version"]:
+                    conflicts.add(profile["_id"])
+        return conflicts
+
+    async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None:
+        if not committed:
+            return
+        await self._profiles.bulk_write(
+            [
+                UpdateOne({"_id": pid, "version": version}, {"$set": {"outbox": []}})
+                for pid, version in committed
+            ],
+            ordered=False,
+        )
+
+    async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
+        cursor = self._profiles.find({"due_at": {"$lte": now}}, {"_id": 1}).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+    async def profile_ids_matching(
+        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+    ) -> list[str]:
+        query: Document = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}
+        if after is not None:
+            query["$and"].append({"_id": {"$gt": after}})
+        cursor = self._profiles.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+    async def count_profiles(self, project_id: str) -> int:
+        return await self._profiles.count_documents({"project_id": project_id})
+
+
+class MongoMembershipStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._memberships = db.memberships
+        self._state = db.audience_state
+
+    async def apply(self, changes: Sequence[MembershipChanged]) -> None:
+        ops: list[UpdateOne[Document] | DeleteOne[Document]] = []
+        for change in changes:
+            pid = f"{change.project_id}/{change.user_id}"
+            _id = membership_id(change.audience_id, pid)
+            if change.type == "membership.entered":
+                ops.append(
+                    UpdateOne(
+                        {"_id": _id},
+                        {
+                            "$setOnInsert": {
+                                "audience_id": change.audience_id,
+                                "project_id": change.project_id,
+                                "user_id": change.user_id,
+                                "profile_id": pid,
+                                "joined_at": change.occurred_at,
+                                "version": change.version,
+                            }
+                        },
+                        upsert=True,
+                    )
+                )
+            else:
+                ops.append(DeleteOne({"_id": _id}))
+        if ops:
+            await self._memberships.bulk_write(ops, ordered=False)
+
+    async def adjust_counts(self, deltas: Mapping[str, int]) -> None:
+        if deltas:
+            await self._state.bulk_write(
+                [
+                    UpdateOne({"_id": aud}, {"$inc": {"member_count": delta}}, upsert=True)
+                    for aud, delta in deltas.items()
+                ],
+                ordered=False,
+            )
+
+    async def member_profile_ids(self, audience_id: str) -> list[str]:
+        cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
+        return [doc["profile_id"] async for doc in cursor]
+
+    async def reconcile_count(self, audience_id: str) -> int:
+        count = await self._memberships.count_documents({"audience_id": audience_id})
+        await self._state.update_one(
+            {"_id": audience_id}, {"$set": {"member_count": count}}, upsert=True
+        )
+        return count
+
+
+class MongoAudienceCatalog:
+    """Reads definitions the gateway owns; writes the evaluator's own state per audience."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._audiences = db.audiences
+        self._state = db.audience_state
+
+    async def active_audiences(self) -> list[Document]:
+        return [doc async for doc in self._audiences.find({"archived": False})]
+
+    async def audience(self, audience_id: str) -> Document | None:
+        return await self._audiences.find_one({"_id": audience_id})
+
+    async def set_state(self, audience_id: str, fields: Document) -> None:
+        await self._state.update_one({"_id": audience_id}, {"$set": fields}, upsert=True)
+
+    async def state(self, audience_id: str) -> Document | None:
+        return await self._state.find_one({"_id": audience_id})

@@ -1,0 +1,126 @@
+"""The evaluator's composition root: the only place that picks adapters."""
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from audience_evaluator.adapters.kafka import KafkaDeadLetters, KafkaMembershipPublisher
+from audience_evaluator.adapters.mongo import (
+    MongoAudienceCatalog,
+    MongoMembershipStore,
+    MongoProfileStore,
+    ensure_indexes,
+)
+from audience_evaluator.config import Settings
+from audience_evaluator.errors import is_transient
+from audience_evaluator.handlers import EvaluatorHandlers
+from audience_evaluator.registry import AudienceRegistry
+from audience_evaluator.services import (
+    AudienceLifecycleService,
+    Clock,
+    MembershipService,
+    SweepService,
+)
+from audience_shared.kafka import ensure_topics, make_broker
+from audience_shared.store import connect_store, ping
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Container:
+    settings: Settings
+    client: AsyncMongoClient[dict[str, Any]]
+    broker: KafkaBroker
+    registry: AudienceRegistry
+    memberships: MembershipService
+    lifecycle: AudienceLifecycleService
+    sweeper: SweepService
+    handlers: EvaluatorHandlers
+    membership_store: MongoMembershipStore
+    catalog: MongoAudienceCatalog
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock) -> "Container":
+        client = connect_store(settings.mongo_url)
+        db = client[settings.mongo_database]
+        broker = make_broker(settings.kafka_bootstrap, client_id="audiences-evaluator")
+        registry = AudienceRegistry()
+        profiles = MongoProfileStore(db)
+        membership_store = MongoMembershipStore(db)
+        catalog = MongoAudienceCatalog(db)
+        memberships = MembershipService(
+            profiles,
+            membership_store,
+            KafkaMembershipPublisher(broker),
+            registry,
+            clock,
+            timedelta(days=settings.retention_days),
+        )
+        lifecycle = AudienceLifecycleService(
+            catalog, profiles, membership_store, memberships, registry, clock,
+            settings.backfill_chunk,
+        )
+        lock = asyncio.Lock()
+        handlers = EvaluatorHandlers(
+            settings, memberships, lifecycle, KafkaDeadLetters(broker), lock
+        )
+        handlers.register(broker)
+        return cls(
+            settings=settings,
+            client=client,
+            broker=broker,
+            registry=registry,
+            memberships=memberships,
+            lifecycle=lifecycle,
+            sweeper=SweepService(profiles, memberships, clock),
+            handlers=handlers,
+            membership_store=membership_store,
+            catalog=catalog,
+        )
+
+    async def prepare(self) -> None:
+        """Topics, indexes and the audience registry, retried until the broker and store answer."""
+        await self.handlers.retrying(
+            "startup", lambda: ensure_topics(self.settings.kafka_bootstrap)
+        )
+        await self.handlers.retrying(
+            "startup", lambda: ensure_indexes(self.client[self.settings.mongo_database])
+        )
+        await self.handlers.retrying("startup", self.lifecycle.load_all)
+
+    async def resume_builds(self) -> None:
+        async with self.handlers.lock:
+            await self.handlers.retrying("resume_builds", self.lifecycle.resume_unfinished)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                async with self.handlers.lock:
+                    await self.sweeper.sweep_once()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one sweep
+                log.warning("sweep.failed", error=repr(exc), transient=is_transient(exc))
+
+    async def run_reconciler(self) -> None:
+        """Counts are incremental; a periodic exact count repairs any drift after a crash."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            try:
+                for audience_id in list(self.registry.by_id):
+                    await self.membership_store.reconcile_count(audience_id)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one pass
+                log.warning("reconcile.failed", error=repr(exc))
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_ok = False
+        try:
+            broker_ok = bool(await asyncio.wait_for(self.broker.ping(timeout=2.0), 3.0))
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            broker_ok = False
+        return {"store": await ping(self.client), "broker": broker_ok}

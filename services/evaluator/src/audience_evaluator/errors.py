@@ -1,0 +1,21 @@
+"""Errors of the evaluator, split by what to do about them."""
+
+from aiokafka.errors import KafkaError
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
+
+# Outages: pause, back off, retry; never commit the work they interrupted.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    AutoReconnect,
+    NetworkTimeout,
+    KafkaError,
+    TimeoutError,
+    OSError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    # Server-side errors that say "try again" (e.g. not primary, interrupted at shutdown).
+    return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")

@@ -1,0 +1,142 @@
+"""Kafka handlers of the evaluator: decode each record, call one service, acknowledge after."""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from audience_evaluator.adapters.kafka import KafkaDeadLetters
+from audience_evaluator.config import Settings
+from audience_evaluator.errors import is_transient
+from audience_evaluator.services import AudienceLifecycleService, MembershipService
+from audience_shared.events import AudienceChanged, UserEventBase, user_event_adapter
+from audience_shared.topics import EVALUATOR_GROUP, Topic
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+# One record bigger than this is refused outright rather than parsed.
+MAX_RECORD_BYTES = 1_000_000
+
+
+async def raw_records(msg: StreamMessage[Any]) -> Any:
+    """Keep the raw records: each is validated on its own so one poison record harms no other."""
+    raw = msg.raw_message
+    return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+class EvaluatorHandlers:
+    """Holds the services; a lock keeps consumers and the sweeper from interleaving a profile."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        memberships: MembershipService,
+        lifecycle: AudienceLifecycleService,
+        dead_letters: KafkaDeadLetters,
+        lock: asyncio.Lock,
+    ) -> None:
+        self._settings = settings
+        self._memberships = memberships
+        self._lifecycle = lifecycle
+        self._dead_letters = dead_letters
+        self.lock = lock
+
+    async def retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Retry outages with jittered backoff; anything else propagates."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.2, max=self._settings.max_backoff_s),
+            stop=stop_after_delay(240),  # then the batch is nacked and redelivered
+            before_sleep=lambda state: log.warning(
+                "store_or_broker.unavailable",
+                work=what,
+                attempt=state.attempt_number,
+                error=repr(state.outcome.exception()) if state.outcome else None,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await action()
+        raise AssertionError("unreachable")
+
+    async def _decode(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], parse: Callable[[bytes], T]
+    ) -> list[T]:
+        good: list[T] = []
+        for record in records:
+            payload = record.value or b""
+            try:
+                if len(payload) > MAX_RECORD_BYTES:
+                    raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
+                good.append(parse(payload))
+            except (ValidationError, ValueError) as exc:
+                log.warning(
+                    "message.dead_lettered",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=str(exc)[:500],
+                )
+                await self.retrying(
+                    "dead_letter",
+                    lambda r=record, e=exc: self._dead_letters.send(  # type: ignore[misc]
+                        r.topic, r.partition, r.offset, r.key, r.value or b"", str(e)
+                    ),
+                )
+        return good
+
+    async def on_user_events(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        events: list[UserEventBase] = await self._decode(records, user_event_adapter.validate_json)
+        if not events:
+            return
+        async with self.lock:
+            changes = await self.retrying(
+                "user_events", lambda: self._memberships.apply_user_events(events)
+            )
+        log.debug("batch.processed", events=len(events), membership_changes=changes)
+
+    async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        changes = await self._decode(records, AudienceChanged.model_validate_json)
+        for change in changes:
+            structlog.contextvars.bind_contextvars(audience_id=change.audience_id)
+            async with self.lock:
+                await self.retrying(
+                    "audience_change",
+                    lambda c=change: self._lifecycle.on_change(  # type: ignore[misc]
+                        c.audience_id, c.change, c.version
+                    ),
+                )
+            structlog.contextvars.unbind_contextvars("audience_id")
+
+    def register(self, broker: KafkaBroker) -> None:
+        broker.subscriber(
+            Topic.USER_EVENTS,
+            group_id=EVALUATOR_GROUP,
+            batch=True,
+            max_records=self._settings.batch_max_records,
+            batch_timeout_ms=self._settings.batch_timeout_ms,
+            auto_offset_reset="earliest",
+            # Commit only after the handler returned, i.e. after the store writes succeeded;
+            # an exception rewinds the partitions so the batch is redelivered.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=raw_records,
+        )(self.on_user_events)
+        # Every evaluator process keeps its own registry current, so each reads every audience
+        # change (no group). Missed changes are covered by the reload from the store at startup;
+        # builds are claimed in the store so only one process backfills.
+        broker.subscriber(
+            Topic.AUDIENCE_CHANGES,
+            batch=True,
+            max_records=50,
+            batch_timeout_ms=self._settings.batch_timeout_ms,
+            auto_offset_reset="latest",
+            decoder=raw_records,
+        )(self.on_audience_changes)

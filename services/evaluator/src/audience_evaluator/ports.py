@@ -1,0 +1,54 @@
+"""The evaluator's ports: what the membership use cases need from the store and the broker."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from audience_shared.events import MembershipChanged
+from audience_shared.rules import Group
+
+Document = dict[str, Any]
+
+
+class ProfileStore(Protocol):
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]: ...
+
+    async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
+        """Write each profile if its stored version is still the expected one; return conflicts."""
+        ...
+
+    async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None: ...
+
+    async def due_profile_ids(self, now: datetime, limit: int) -> list[str]: ...
+
+    async def profile_ids_matching(
+        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+    ) -> list[str]:
+        """Profiles the rule matches now, by the store's own query engine, in _id order."""
+        ...
+
+    async def count_profiles(self, project_id: str) -> int: ...
+
+
+class MembershipStore(Protocol):
+    async def apply(self, changes: Sequence[MembershipChanged]) -> None: ...
+
+    async def adjust_counts(self, deltas: Mapping[str, int]) -> None: ...
+
+    async def member_profile_ids(self, audience_id: str) -> list[str]: ...
+
+    async def reconcile_count(self, audience_id: str) -> int: ...
+
+
+class AudienceCatalog(Protocol):
+    async def active_audiences(self) -> list[Document]: ...
+
+    async def audience(self, audience_id: str) -> Document | None: ...
+
+    async def set_state(self, audience_id: str, fields: Document) -> None: ...
+
+    async def state(self, audience_id: str) -> Document | None: ...
+
+
+class MembershipPublisher(Protocol):
+    async def publish(self, changes: Sequence[MembershipChanged]) -> None: ...

@@ -1,0 +1,116 @@
+"""The audiences the evaluator keeps current, compiled once per rule version."""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from audience_shared.rules import CompiledRule, CounterSpec, Group, References, compile_predicate, references
+
+# Derived fields that change with every tracked event.
+ACTIVITY_FIELDS = ("event_count", "first_seen", "last_seen", "last_active")
+
+
+@dataclass(frozen=True)
+class ActiveAudience:
+    id: str
+    project_id: str
+    version: int
+    rule: Group
+    predicate: CompiledRule
+    refs: References
+    depends_on: frozenset[str]
+
+    def affected_by(self, changed: set[str]) -> bool:
+        """Whether a profile change can alter this audience's answer."""
+        for item in changed:
+            kind, _, name = item.partition(":")
+            if kind == "trait" and any(
+                ref == name or ref.startswith(f"{name}.") or (ref == "last_active" and name == ref)
+                for ref in self.refs.traits
+            ):
+                return True
+            if kind == "event" and (
+                name in self.refs.events
+                or any(ref.startswith(f"events.{name}.") for ref in self.refs.traits)
+            ):
+                return True
+            if kind == "derived" and any(
+                ref in ACTIVITY_FIELDS for ref in self.refs.traits
+            ):
+                return True
+            if kind == "counter" and name in self.refs.counters:
+                return True
+            if kind == "intent" and name in self.refs.intent_topics:
+                return True
+            if kind == "audience" and name in self.refs.audiences:
+                return True
+        return False
+
+
+def compile_audience(doc: dict[str, Any]) -> ActiveAudience:
+    rule = Group.model_validate(doc["rule"])
+    refs = references(rule)
+    return ActiveAudience(
+        id=doc["_id"],
+        project_id=doc["project_id"],
+        version=doc["rule_version"],
+        rule=rule,
+        predicate=compile_predicate(rule),
+        refs=refs,
+        depends_on=frozenset(refs.audiences),
+    )
+
+
+@dataclass
+class AudienceRegistry:
+    """Per project, audiences in dependency order: an audience after those it refers to."""
+
+    by_id: dict[str, ActiveAudience] = field(default_factory=dict)
+    _ordered: dict[str, list[ActiveAudience]] = field(default_factory=dict)
+
+    def replace_all(self, audiences: Iterable[ActiveAudience]) -> None:
+        self.by_id = {audience.id: audience for audience in audiences}
+        self._reorder()
+
+    def put(self, audience: ActiveAudience) -> None:
+        self.by_id[audience.id] = audience
+        self._reorder()
+
+    def remove(self, audience_id: str) -> None:
+        self.by_id.pop(audience_id, None)
+        self._reorder()
+
+    def for_project(self, project_id: str) -> list[ActiveAudience]:
+        return self._ordered.get(project_id, [])
+
+    def counters(self, project_id: str) -> list[CounterSpec]:
+        specs: dict[str, CounterSpec] = {}
+        for audience in self.for_project(project_id):
+            specs.update(audience.refs.counters)
+        return list(specs.values())
+
+    def _reorder(self) -> None:
+        grouped: dict[str, list[ActiveAudience]] = defaultdict(list)
+        for audience in self.by_id.values():
+            grouped[audience.project_id].append(audience)
+        self._ordered = {project: _topological(items) for project, items in grouped.items()}
+
+
+def _topological(audiences: list[ActiveAudience]) -> list[ActiveAudience]:
+    by_id = {a.id: a for a in audiences}
+    ordered: list[ActiveAudience] = []
+    placed: set[str] = set()
+
+    def visit(audience: ActiveAudience, path: frozenset[str]) -> None:
+        if audience.id in placed or audience.id in path:
+            return  # cycles are refused by the API; never loop on one that slipped through
+        for dep in sorted(audience.depends_on):
+            if dep in by_id:
+                visit(by_id[dep], path | {audience.id})
+        placed.add(audience.id)
+        ordered.append(audience)
+
+    for audience in sorted(audiences, key=lambda a: a.id):
+        visit(audience, frozenset())
+    return ordered

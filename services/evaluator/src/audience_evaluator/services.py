@@ -1,0 +1,362 @@
+"""Use cases of the evaluator: fold events, decide memberships, time-driven changes, lifecycle."""
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+
+from audience_evaluator.ports import (
+    AudienceCatalog,
+    MembershipPublisher,
+    MembershipStore,
+    ProfileStore,
+)
+from audience_evaluator.profiles import Profile, fold, new_profile, profile_id, prune
+from audience_evaluator.registry import ActiveAudience, AudienceRegistry, compile_audience
+from audience_shared.events import MembershipChanged, UserEventBase
+
+log = structlog.get_logger()
+
+Reason = Literal["event", "time", "rule_change", "backfill", "archived", "refresh"]
+Clock = Callable[[], datetime]
+
+# Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
+MAX_CONFLICT_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Work:
+    """What to do for one profile: events to fold and audiences to re-evaluate regardless."""
+
+    events: tuple[UserEventBase, ...] = ()
+    audiences: frozenset[str] = frozenset()
+    due_only: bool = False
+
+
+class MembershipService:
+    """Keeps memberships exact: every path (events, time, backfill, archive) goes through here."""
+
+    def __init__(
+        self,
+        profiles: ProfileStore,
+        memberships: MembershipStore,
+        publisher: MembershipPublisher,
+        registry: AudienceRegistry,
+        clock: Clock,
+        retention: timedelta,
+    ) -> None:
+        self._profiles = profiles
+        self._memberships = memberships
+        self._publisher = publisher
+        self._registry = registry
+        self._clock = clock
+        self._retention = retention
+
+    async def apply_user_events(self, events: Sequence[UserEventBase]) -> int:
+        """Fold a batch of events in; returns how many membership changes it caused."""
+        work: dict[str, list[UserEventBase]] = defaultdict(list)
+        for event in events:
+            work[profile_id(event.project_id, event.user_id)].append(event)
+        return await self.process(
+            {
+                pid: Work(events=tuple(sorted(items, key=lambda e: e.timestamp)))
+                for pid, items in work.items()
+            },
+            reason="event",
+        )
+
+    async def process(
+        self,
+        work: Mapping[str, Work],
+        reason: Reason,
+        archived: frozenset[str] = frozenset(),
+    ) -> int:
+        """Apply work to profiles with version-guarded writes, retrying conflicts on fresh reads."""
+        pending = dict(work)
+        changes: list[MembershipChanged] = []
+        committed: list[tuple[str, int]] = []
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            if not pending:
+                break
+            stored = await self._profiles.load_profiles(list(pending))
+            writes: list[tuple[Profile, int]] = []
+            outboxes: dict[str, list[MembershipChanged]] = {}
+            for pid, item in pending.items():
+                profile = stored.get(pid)
+                if profile is None:
+                    if not item.events:
+                        continue  # nothing to evaluate for a user we have never seen
+                    first = item.events[0]
+                    profile = new_profile(first.project_id, first.user_id)
+                expected = profile.get("version", 0)
+                replay = [MembershipChanged.model_validate(e) for e in profile.get("outbox", [])]
+                decided = self._apply(profile, item, reason, archived)
+                if decided is None and not replay:
+                    continue
+                profile["outbox"] = [
+                    c.model_dump(mode="python") for c in replay + (decided or [])
+                ]
+                profile["version"] = expected + 1
+                writes.append((profile, expected))
+                outboxes[pid] = replay + (decided or [])
+            conflicts = await self._profiles.commit_profiles(writes)
+            for profile, _expected in writes:
+                if profile["_id"] not in conflicts:
+                    changes.extend(outboxes[profile["_id"]])
+                    committed.append((profile["_id"], profile["version"]))
+            pending = {pid: pending[pid] for pid in conflicts}
+        if pending:
+            # Left for redelivery: the offsets of these events are not committed.
+            raise ConflictingWrites(sorted(pending))
+        await self._deliver(changes)
+        await self._profiles.clear_outboxes(committed)
+        return len(changes)
+
+    async def _deliver(self, changes: list[MembershipChanged]) -> None:
+        """Memberships, counts, then events; all idempotent except counts (reconciled)."""
+        if not changes:
+            return
+        await self._memberships.apply(changes)
+        deltas: dict[str, int] = defaultdict(int)
+        for change in changes:
+            deltas[change.audience_id] += 1 if change.type == "membership.entered" else -1
+        await self._memberships.adjust_counts({k: v for k, v in deltas.items() if v})
+        await self._publisher.publish(changes)
+
+    def _apply(
+        self, profile: Profile, item: Work, reason: Reason, archived: frozenset[str]
+    ) -> list[MembershipChanged] | None:
+        """Fold and re-evaluate one profile in memory; None when nothing at all changed."""
+        now = self._clock()
+        project_id = profile["project_id"]
+        counters = self._registry.counters(project_id)
+        changed: set[str] = set()
+        for event in item.events:
+            changed |= fold(profile, event, counters, self._retention, now)
+        if item.events and not changed and not item.audiences and not item.due_only:
+            return None  # every event was a redelivery
+        prune(profile, now, self._retention)
+        due: dict[str, datetime] = dict(profile.get("due", {}))
+        due_before = dict(due)
+        members: list[str] = list(profile.get("audiences", []))
+        decided: list[MembershipChanged] = []
+        for audience_id in archived:
+            if audience_id in members:
+                members.remove(audience_id)
+                decided.append(self._change(profile, audience_id, "membership.exited", reason, now))
+            due.pop(audience_id, None)
+        for audience in self._registry.for_project(project_id):
+            due_now = audience.id in due and due[audience.id] <= now
+            if not (
+                audience.id in item.audiences
+                or due_now
+                or (changed and audience.affected_by(changed))
+            ):
+                continue
+            profile["audiences"] = members
+            evaluation = audience.predicate.evaluate(profile, now)
+            if evaluation.next_change_at is not None:
+                due[audience.id] = evaluation.next_change_at
+            else:
+                due.pop(audience.id, None)
+            was_member = audience.id in members
+            if evaluation.matched and not was_member:
+                members.append(audience.id)
+                kind: Literal["membership.entered", "membership.exited"] = "membership.entered"
+            elif not evaluation.matched and was_member:
+                members.remove(audience.id)
+                kind = "membership.exited"
+            else:
+                continue
+            changed.add(f"audience:{audience.id}")
+            step_reason: Reason = "time" if due_now and not item.events else reason
+            decided.append(self._change(profile, audience.id, kind, step_reason, now))
+        profile["audiences"] = members
+        if not item.events and not decided and due == due_before:
+            return None  # a re-evaluation that changed nothing needs no write
+        profile["due"] = due
+        profile["due_at"] = min(due.values()) if due else None
+        return decided
+
+    @staticmethod
+    def _change(
+        profile: Profile,
+        audience_id: str,
+        kind: Literal["membership.entered", "membership.exited"],
+        reason: Reason,
+        now: datetime,
+    ) -> MembershipChanged:
+        return MembershipChanged(
+            type=kind,
+            project_id=profile["project_id"],
+            audience_id=audience_id,
+            user_id=profile["user_id"],
+            occurred_at=now,
+            version=profile.get("version", 0) + 1,
+            reason=reason,
+        )
+
+
+class ConflictingWrites(Exception):
+    """Profiles kept changing under us; the batch is not acknowledged and will be redelivered."""
+
+    def __init__(self, profile_ids: list[str]) -> None:
+        super().__init__(f"{len(profile_ids)} profiles kept conflicting: {profile_ids[:5]}")
+        self.profile_ids = profile_ids
+
+
+class AudienceLifecycleService:
+    """Creates, rebuilds and archives audiences: pending → building → ready (or failed)."""
+
+    def __init__(
+        self,
+        catalog: AudienceCatalog,
+        profiles: ProfileStore,
+        memberships: MembershipStore,
+        membership_service: MembershipService,
+        registry: AudienceRegistry,
+        clock: Clock,
+        chunk: int,
+    ) -> None:
+        self._catalog = catalog
+        self._profiles = profiles
+        self._memberships = memberships
+        self._service = membership_service
+        self._registry = registry
+        self._clock = clock
+        self._chunk = chunk
+
+    async def load_all(self) -> None:
+        audiences = []
+        for doc in await self._catalog.active_audiences():
+            try:
+                audiences.append(compile_audience(doc))
+            except Exception as exc:  # noqa: BLE001 - one bad definition must not stop the others
+                log.exception("audience.compile_failed", audience_id=doc["_id"])
+                await self._catalog.set_state(doc["_id"], {"status": "failed", "error": str(exc)})
+        self._registry.replace_all(audiences)
+
+    async def resume_unfinished(self) -> None:
+        """After a restart, finish any build that was interrupted (status never lies)."""
+        for audience in list(self._registry.by_id.values()):
+            state = await self._catalog.state(audience.id)
+            if not state or state.get("rule_version") != audience.version or state.get(
+                "status"
+            ) not in ("ready",):
+                await self.build(audience.id)
+
+    async def on_change(self, audience_id: str, change: str, version: int) -> None:
+        doc = await self._catalog.audience(audience_id)
+        if doc is None or doc.get("archived") or change == "deleted":
+            await self.archive(audience_id)
+            return
+        if doc["rule_version"] > version:
+            return  # a newer change is on its way; it will do the work
+        state = await self._catalog.state(audience_id)
+        if (
+            change != "refresh_requested"
+            and state
+            and state.get("rule_version") == doc["rule_version"]
+            and state.get("status") == "ready"
+        ):
+            return  # redelivered change already built
+        await self.build(audience_id)
+
+    async def build(self, audience_id: str) -> None:
+        doc = await self._catalog.audience(audience_id)
+        if doc is None or doc.get("archived"):
+            return
+        try:
+            audience = compile_audience(doc)
+        except Exception as exc:  # noqa: BLE001 - a definition that fails to compile is "failed"
+            await self._catalog.set_state(
+                audience_id,
+                {"status": "failed", "error": str(exc), "rule_version": doc["rule_version"]},
+            )
+            return
+        # Live events evaluate the new rule from this moment; the backfill covers everyone else.
+        self._registry.put(audience)
+        await self._catalog.set_state(
+            audience_id,
+            {
+                "project_id": audience.project_id,
+                "status": "building",
+                "progress": 0.0,
+                "rule_version": audience.version,
+                "error": None,
+            },
+        )
+        await self._backfill(audience)
+        count = await self._memberships.reconcile_count(audience_id)
+        now = self._clock()
+        await self._catalog.set_state(
+            audience_id,
+            {
+                "status": "ready",
+                "progress": 1.0,
+                "member_count": count,
+                "last_refreshed_at": now,
+                "updated_at": now,
+            },
+        )
+        log.info("audience.built", audience_id=audience_id, members=count)
+
+    async def _backfill(self, audience: ActiveAudience) -> None:
+        """Re-evaluate matching profiles and current members, in chunks, via the live path."""
+        now = self._clock()
+        total = max(await self._profiles.count_profiles(audience.project_id), 1)
+        seen: set[str] = set()
+        after: str | None = None
+        done = 0
+        while True:
+            ids = await self._profiles.profile_ids_matching(
+                audience.project_id, audience.rule, now, after, self._chunk
+            )
+            if not ids:
+                break
+            after = ids[-1]
+            seen.update(ids)
+            await self._service.process(
+                {pid: Work(audiences=frozenset({audience.id})) for pid in ids}, reason="backfill"
+            )
+            done += len(ids)
+            await self._catalog.set_state(audience.id, {"progress": min(done / total, 0.99)})
+        leavers = [pid for pid in await self._memberships.member_profile_ids(audience.id) if pid not in seen]
+        for start in range(0, len(leavers), self._chunk):
+            chunk = leavers[start : start + self._chunk]
+            await self._service.process(
+                {pid: Work(audiences=frozenset({audience.id})) for pid in chunk}, reason="rule_change"
+            )
+
+    async def archive(self, audience_id: str) -> None:
+        self._registry.remove(audience_id)
+        members = await self._memberships.member_profile_ids(audience_id)
+        for start in range(0, len(members), self._chunk):
+            chunk = members[start : start + self._chunk]
+            await self._service.process(
+                {pid: Work() for pid in chunk}, reason="archived", archived=frozenset({audience_id})
+            )
+        await self._catalog.set_state(
+            audience_id, {"status": "archived", "member_count": 0, "updated_at": self._clock()}
+        )
+
+
+class SweepService:
+    """Re-evaluates profiles whose time-driven answer is due (entries and exits with no event)."""
+
+    def __init__(
+        self, profiles: ProfileStore, membership_service: MembershipService, clock: Clock
+    ) -> None:
+        self._profiles = profiles
+        self._service = membership_service
+        self._clock = clock
+
+    async def sweep_once(self, limit: int = 1000) -> int:
+        ids = await self._profiles.due_profile_ids(self._clock(), limit)
+        if not ids:
+            return 0
+        return await self._service.process({pid: Work(due_only=True) for pid in ids}, reason="time")
+

@@ -1,0 +1,1 @@
+"""Contracts shared by the Audiences services: events, topics, rules, settings, logging."""

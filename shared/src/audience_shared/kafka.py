@@ -1,0 +1,40 @@
+"""Kafka plumbing shared by the services: the broker factory and explicit topic creation."""
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from audience_shared.topics import PARTITIONS, Topic
+
+
+def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+    """A broker whose producer never loses an acknowledged message (acks=all, idempotent)."""
+    return KafkaBroker(
+        bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        # Keep retrying a publish while the broker restarts rather than failing the request fast.
+        request_timeout_ms=15_000,
+        logger=None,
+    )
+
+
+async def ensure_topics(bootstrap: str) -> None:
+    """Create every topic with its partition count; existing topics are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="audiences-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=str(topic), num_partitions=PARTITIONS[topic], replication_factor=1)
+            for topic in Topic
+            if str(topic) not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another service created them between our list and create
+    finally:
+        await admin.close()
