@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _provision(script: str) -> None:
     result = subprocess.run(
-        [str(ROOT / "deploy" / "local" / script), "start"], capture_output=True, text=True, check=False
+        [str(ROOT / "deploy" / "local" / script), "start"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         pytest.fail(
@@ -51,7 +54,7 @@ async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[dict[st
     )
     try:
         await client.admin.command("ping")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"the store at {mongo_url} does not answer: {exc!r}", pytrace=False)
     yield client
     await client.close()

@@ -1,4 +1,4 @@
-"""Creates the demo project, a project key, a few audiences and a small dataset; prints how to reach it."""
+"""Creates the demo project and key, a few audiences and demo users; prints how to reach them."""
 
 import argparse
 import json
@@ -30,14 +30,20 @@ def main() -> int:
     # Idempotent: the demo project and key are made once and remembered.
     if "project_id" not in state:
         project = admin.post("/v1/projects", json={"name": "Demo"}).raise_for_status().json()
-        key = admin.post(
-            "/v1/keys", json={"project_id": project["id"], "scope": "admin", "name": "demo"}
-        ).raise_for_status().json()
+        key = (
+            admin.post(
+                "/v1/keys", json={"project_id": project["id"], "scope": "admin", "name": "demo"}
+            )
+            .raise_for_status()
+            .json()
+        )
         state = {"project_id": project["id"], "key": key["key"]}
         args.out.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(state))
         state_file.chmod(0o600)
-        load_dataset(httpx.Client(base_url=args.api, headers={"Authorization": f"Bearer {state['key']}"}))
+        load_dataset(
+            httpx.Client(base_url=args.api, headers={"Authorization": f"Bearer {state['key']}"})
+        )
 
     print()
     print("Audiences is up.")
@@ -48,7 +54,9 @@ def main() -> int:
     print(f"  Admin key:  {args.admin_key}  (organization key: creates projects and keys)")
     print()
     print("Try:")
-    print(f"  curl -s -H 'Authorization: Bearer {state['key']}' {args.api}/v1/audiences | python3 -m json.tool")
+    print(
+        f"  curl -s -H 'Authorization: Bearer {state['key']}' {args.api}/v1/audiences | python3 -m json.tool"
+    )
     return 0
 
 

@@ -1,5 +1,7 @@
 """Kafka plumbing shared by the services: the broker factory and explicit topic creation."""
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -32,9 +34,8 @@ async def ensure_topics(bootstrap: str) -> None:
             if str(topic) not in existing
         ]
         if missing:
-            try:
+            # Another service may create them between our list and create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another service created them between our list and create
     finally:
         await admin.close()

@@ -10,8 +10,8 @@ from audience_api.adapters.kafka_publisher import KafkaEventPublisher
 from audience_api.adapters.mongo import (
     MongoAudienceRepository,
     MongoKeyRepository,
-    MongoTenancyRepository,
     MongoStore,
+    MongoTenancyRepository,
 )
 from audience_api.config import Settings
 from audience_api.services import AudienceService, IngestionService, KeyService, TenancyService

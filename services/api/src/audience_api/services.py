@@ -167,7 +167,9 @@ class AudienceService:
         state = await self._wait_until_ready(audience["_id"], 1)
         return self._resource(audience, state)
 
-    async def get(self, principal: Principal, audience_id: str, project: str | None) -> dict[str, Any]:
+    async def get(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
         audience = await self._audiences.get(principal.project_for(project), audience_id)
         if audience is None:
             raise NotFound("audience", audience_id)
@@ -180,7 +182,9 @@ class AudienceService:
         items = [self._resource(doc, await self._audiences.state(doc["_id"])) for doc in docs]
         return items[:first], len(items) > first
 
-    async def count(self, principal: Principal, audience_id: str, project: str | None) -> dict[str, Any]:
+    async def count(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
         resource = await self.get(principal, audience_id, project)
         return {"count": resource["user_count"], "as_of": resource["as_of"]}
 
@@ -247,7 +251,9 @@ class TenancyService:
     async def create_project(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require_write()
         if principal.project_id is not None:
-            raise Forbidden("organization_key_required", "Only an organization key creates projects")
+            raise Forbidden(
+                "organization_key_required", "Only an organization key creates projects"
+            )
         project = {
             "_id": new_id("prj"),
             "organization_id": principal.organization_id,

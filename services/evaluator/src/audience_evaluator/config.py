@@ -1,10 +1,12 @@
 """Settings of the evaluator."""
 
 from audience_shared.settings import BaseServiceSettings
+from audience_shared.topics import EVALUATOR_GROUP
 
 
 class Settings(BaseServiceSettings):
     port: int = 8001
+    consumer_group: str = EVALUATOR_GROUP
     batch_max_records: int = 500
     batch_timeout_ms: int = 50
     # A time-driven entry or exit lands within this many seconds of its due time.

@@ -63,7 +63,12 @@ class Container:
             timedelta(days=settings.retention_days),
         )
         lifecycle = AudienceLifecycleService(
-            catalog, profiles, membership_store, memberships, registry, clock,
+            catalog,
+            profiles,
+            membership_store,
+            memberships,
+            registry,
+            clock,
             settings.backfill_chunk,
         )
         lock = asyncio.Lock()
@@ -104,7 +109,7 @@ class Container:
             try:
                 async with self.handlers.lock:
                     await self.sweeper.sweep_once()
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one sweep
+            except Exception as exc:
                 log.warning("sweep.failed", error=repr(exc), transient=is_transient(exc))
 
     async def run_reconciler(self) -> None:
@@ -114,13 +119,13 @@ class Container:
             try:
                 for audience_id in list(self.registry.by_id):
                     await self.membership_store.reconcile_count(audience_id)
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one pass
+            except Exception as exc:
                 log.warning("reconcile.failed", error=repr(exc))
 
     async def readiness(self) -> dict[str, bool]:
         broker_ok = False
         try:
             broker_ok = bool(await asyncio.wait_for(self.broker.ping(timeout=2.0), 3.0))
-        except Exception:  # noqa: BLE001 - any failure means not ready
+        except Exception:
             broker_ok = False
         return {"store": await ping(self.client), "broker": broker_ok}

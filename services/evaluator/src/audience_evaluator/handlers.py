@@ -17,7 +17,7 @@ from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
 from audience_evaluator.services import AudienceLifecycleService, MembershipService
 from audience_shared.events import AudienceChanged, UserEventBase, user_event_adapter
-from audience_shared.topics import EVALUATOR_GROUP, Topic
+from audience_shared.topics import Topic
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -119,7 +119,7 @@ class EvaluatorHandlers:
     def register(self, broker: KafkaBroker) -> None:
         broker.subscriber(
             Topic.USER_EVENTS,
-            group_id=EVALUATOR_GROUP,
+            group_id=self._settings.consumer_group,
             batch=True,
             max_records=self._settings.batch_max_records,
             batch_timeout_ms=self._settings.batch_timeout_ms,

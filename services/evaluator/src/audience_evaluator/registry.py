@@ -5,7 +5,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from audience_shared.rules import CompiledRule, CounterSpec, Group, References, compile_predicate, references
+from audience_shared.rules import (
+    CompiledRule,
+    CounterSpec,
+    Group,
+    References,
+    compile_predicate,
+    references,
+)
 
 # Derived fields that change with every tracked event.
 ACTIVITY_FIELDS = ("event_count", "first_seen", "last_seen", "last_active")
@@ -35,9 +42,7 @@ class ActiveAudience:
                 or any(ref.startswith(f"events.{name}.") for ref in self.refs.traits)
             ):
                 return True
-            if kind == "derived" and any(
-                ref in ACTIVITY_FIELDS for ref in self.refs.traits
-            ):
+            if kind == "derived" and any(ref in ACTIVITY_FIELDS for ref in self.refs.traits):
                 return True
             if kind == "counter" and name in self.refs.counters:
                 return True

@@ -96,9 +96,7 @@ class MembershipService:
                 decided = self._apply(profile, item, reason, archived)
                 if decided is None and not replay:
                     continue
-                profile["outbox"] = [
-                    c.model_dump(mode="python") for c in replay + (decided or [])
-                ]
+                profile["outbox"] = [c.model_dump(mode="python") for c in replay + (decided or [])]
                 profile["version"] = expected + 1
                 writes.append((profile, expected))
                 outboxes[pid] = replay + (decided or [])
@@ -234,7 +232,7 @@ class AudienceLifecycleService:
         for doc in await self._catalog.active_audiences():
             try:
                 audiences.append(compile_audience(doc))
-            except Exception as exc:  # noqa: BLE001 - one bad definition must not stop the others
+            except Exception as exc:
                 log.exception("audience.compile_failed", audience_id=doc["_id"])
                 await self._catalog.set_state(doc["_id"], {"status": "failed", "error": str(exc)})
         self._registry.replace_all(audiences)
@@ -243,9 +241,11 @@ class AudienceLifecycleService:
         """After a restart, finish any build that was interrupted (status never lies)."""
         for audience in list(self._registry.by_id.values()):
             state = await self._catalog.state(audience.id)
-            if not state or state.get("rule_version") != audience.version or state.get(
-                "status"
-            ) not in ("ready",):
+            if (
+                not state
+                or state.get("rule_version") != audience.version
+                or state.get("status") not in ("ready",)
+            ):
                 await self.build(audience.id)
 
     async def on_change(self, audience_id: str, change: str, version: int) -> None:
@@ -271,7 +271,7 @@ class AudienceLifecycleService:
             return
         try:
             audience = compile_audience(doc)
-        except Exception as exc:  # noqa: BLE001 - a definition that fails to compile is "failed"
+        except Exception as exc:
             await self._catalog.set_state(
                 audience_id,
                 {"status": "failed", "error": str(exc), "rule_version": doc["rule_version"]},
@@ -324,11 +324,16 @@ class AudienceLifecycleService:
             )
             done += len(ids)
             await self._catalog.set_state(audience.id, {"progress": min(done / total, 0.99)})
-        leavers = [pid for pid in await self._memberships.member_profile_ids(audience.id) if pid not in seen]
+        leavers = [
+            pid
+            for pid in await self._memberships.member_profile_ids(audience.id)
+            if pid not in seen
+        ]
         for start in range(0, len(leavers), self._chunk):
             chunk = leavers[start : start + self._chunk]
             await self._service.process(
-                {pid: Work(audiences=frozenset({audience.id})) for pid in chunk}, reason="rule_change"
+                {pid: Work(audiences=frozenset({audience.id})) for pid in chunk},
+                reason="rule_change",
             )
 
     async def archive(self, audience_id: str) -> None:
@@ -359,4 +364,3 @@ class SweepService:
         if not ids:
             return 0
         return await self._service.process({pid: Work(due_only=True) for pid in ids}, reason="time")
-

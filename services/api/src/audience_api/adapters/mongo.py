@@ -21,9 +21,7 @@ class MongoStore:
             [("project_id", ASCENDING), ("archived", ASCENDING), ("_id", ASCENDING)]
         )
         await self.db.api_keys.create_index([("hash", ASCENDING)], unique=True)
-        await self.db.memberships.create_index(
-            [("audience_id", ASCENDING), ("user_id", ASCENDING)]
-        )
+        await self.db.memberships.create_index([("audience_id", ASCENDING), ("user_id", ASCENDING)])
 
 
 class MongoAudienceRepository:

@@ -25,7 +25,9 @@ def _split(body: Any) -> tuple[list[Any], str | None, bool]:
         batch = body["batch"]
         if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_BATCH:
             raise InvalidRequest(
-                "invalid_batch", f"batch must be a list of 1 to {MAX_BATCH} items", {"field": "batch"}
+                "invalid_batch",
+                f"batch must be a list of 1 to {MAX_BATCH} items",
+                {"field": "batch"},
             )
         return batch, project, True
     item = {k: v for k, v in body.items() if k not in ("project_id", "app_id")}

@@ -40,7 +40,9 @@ async def list_projects(caller: PrincipalDep, services: ContainerDep) -> dict[st
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, caller: PrincipalDep, services: ContainerDep) -> dict[str, Any]:
+async def create_key(
+    body: KeyCreate, caller: PrincipalDep, services: ContainerDep
+) -> dict[str, Any]:
     return await services.tenancy.create_key(
         caller,
         body.project_id,

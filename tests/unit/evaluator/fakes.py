@@ -1,0 +1,111 @@
+"""In-memory fakes of the evaluator's ports, for fast unit tests of the use cases."""
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from audience_shared.events import MembershipChanged
+from audience_shared.rules import Group, compile_predicate
+
+Document = dict[str, Any]
+
+
+class FakeProfileStore:
+    def __init__(self) -> None:
+        self.docs: dict[str, Document] = {}
+        self.fail_next_commit: Exception | None = None
+
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        return {pid: copy.deepcopy(self.docs[pid]) for pid in profile_ids if pid in self.docs}
+
+    async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
+        if self.fail_next_commit is not None:
+            exc, self.fail_next_commit = self.fail_next_commit, None
+            raise exc
+        conflicts = set()
+        for profile, expected in writes:
+            current = self.docs.get(profile["_id"])
+            if (current or {}).get("version", 0) != expected:
+                conflicts.add(profile["_id"])
+            else:
+                self.docs[profile["_id"]] = copy.deepcopy(profile)
+        return conflicts
+
+    async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None:
+        for pid, version in committed:
+            if self.docs[pid]["version"] == version:
+                self.docs[pid]["outbox"] = []
+
+    async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
+        return [
+            pid for pid, doc in self.docs.items() if doc.get("due_at") and doc["due_at"] <= now
+        ][:limit]
+
+    async def profile_ids_matching(
+        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+    ) -> list[str]:
+        predicate = compile_predicate(rule)
+        ids = sorted(
+            pid
+            for pid, doc in self.docs.items()
+            if doc["project_id"] == project_id
+            and (after is None or pid > after)
+            and predicate.evaluate(doc, now).matched
+        )
+        return ids[:limit]
+
+    async def count_profiles(self, project_id: str) -> int:
+        return sum(1 for doc in self.docs.values() if doc["project_id"] == project_id)
+
+
+class FakeMembershipStore:
+    def __init__(self) -> None:
+        self.members: dict[str, set[str]] = {}
+        self.counts: dict[str, int] = {}
+
+    async def apply(self, changes: Sequence[MembershipChanged]) -> None:
+        for change in changes:
+            pid = f"{change.project_id}/{change.user_id}"
+            members = self.members.setdefault(change.audience_id, set())
+            if change.type == "membership.entered":
+                members.add(pid)
+            else:
+                members.discard(pid)
+
+    async def adjust_counts(self, deltas: Mapping[str, int]) -> None:
+        for audience_id, delta in deltas.items():
+            self.counts[audience_id] = self.counts.get(audience_id, 0) + delta
+
+    async def member_profile_ids(self, audience_id: str) -> list[str]:
+        return sorted(self.members.get(audience_id, set()))
+
+    async def reconcile_count(self, audience_id: str) -> int:
+        self.counts[audience_id] = len(self.members.get(audience_id, set()))
+        return self.counts[audience_id]
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[MembershipChanged] = []
+
+    async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+        self.published.extend(changes)
+
+
+class FakeCatalog:
+    def __init__(self) -> None:
+        self.audiences: dict[str, Document] = {}
+        self.states: dict[str, Document] = {}
+
+    async def active_audiences(self) -> list[Document]:
+        return [a for a in self.audiences.values() if not a.get("archived")]
+
+    async def audience(self, audience_id: str) -> Document | None:
+        return self.audiences.get(audience_id)
+
+    async def set_state(self, audience_id: str, fields: Document) -> None:
+        self.states.setdefault(audience_id, {}).update(fields)
+
+    async def state(self, audience_id: str) -> Document | None:
+        return self.states.get(audience_id)

@@ -1,0 +1,204 @@
+"""MembershipService with in-memory fakes: folding, transitions, dedupe, time, lifecycle."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from audience_evaluator.registry import AudienceRegistry
+from audience_evaluator.services import AudienceLifecycleService, MembershipService, SweepService
+from audience_shared.events import EventTracked, TraitsIdentified
+from audience_shared.rules import parse_criteria
+from tests.unit.evaluator.fakes import (
+    FakeCatalog,
+    FakeMembershipStore,
+    FakeProfileStore,
+    FakePublisher,
+)
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+PROJECT = "prj_test"
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = Clock(T0)
+        self.profiles = FakeProfileStore()
+        self.memberships = FakeMembershipStore()
+        self.publisher = FakePublisher()
+        self.catalog = FakeCatalog()
+        self.registry = AudienceRegistry()
+        self.service = MembershipService(
+            self.profiles,
+            self.memberships,
+            self.publisher,
+            self.registry,
+            self.clock,
+            timedelta(days=365),
+        )
+        self.lifecycle = AudienceLifecycleService(
+            self.catalog,
+            self.profiles,
+            self.memberships,
+            self.service,
+            self.registry,
+            self.clock,
+            chunk=2,
+        )
+        self.sweeper = SweepService(self.profiles, self.service, self.clock)
+
+    async def audience(self, audience_id: str, criteria: str, version: int = 1) -> None:
+        self.catalog.audiences[audience_id] = {
+            "_id": audience_id,
+            "project_id": PROJECT,
+            "rule": parse_criteria(criteria).model_dump(mode="json"),
+            "rule_version": version,
+            "archived": False,
+        }
+        await self.lifecycle.on_change(audience_id, "created", version)
+
+    def members(self, audience_id: str) -> set[str]:
+        return {pid.split("/", 1)[1] for pid in self.memberships.members.get(audience_id, set())}
+
+
+def identify(
+    user: str, at: datetime = T0, event_id: str | None = None, **traits: Any
+) -> TraitsIdentified:
+    extra = {"event_id": event_id} if event_id else {}
+    return TraitsIdentified(project_id=PROJECT, user_id=user, traits=traits, timestamp=at, **extra)
+
+
+def track(user: str, event: str, at: datetime = T0, event_id: str | None = None) -> EventTracked:
+    extra = {"event_id": event_id} if event_id else {}
+    return EventTracked(project_id=PROJECT, user_id=user, event=event, timestamp=at, **extra)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_on_user_event__matching_trait__enters_and_publishes(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events(
+        [identify("u1", plan="premium"), identify("u2", plan="free")]
+    )
+    assert world.members("aud_p") == {"u1"}
+    assert world.memberships.counts["aud_p"] == 1
+    assert [(c.type, c.user_id) for c in world.publisher.published] == [
+        ("membership.entered", "u1")
+    ]
+
+
+async def test_on_user_event__redelivered__is_idempotent(world: World) -> None:
+    await world.audience("aud_p", "Users who triggered event=app_open more than 2 times")
+    events = [track("u1", "app_open", event_id=f"e{i}") for i in range(3)]
+    await world.service.apply_user_events(events)
+    await world.service.apply_user_events(events)
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["event_count"] == 3
+    assert world.members("aud_p") == {"u1"}
+    assert len(world.publisher.published) == 1
+
+
+async def test_on_user_event__out_of_order_identify__older_value_loses(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events(
+        [identify("u1", at=T0 + timedelta(hours=1), plan="premium")]
+    )
+    await world.service.apply_user_events([identify("u1", at=T0, plan="free")])
+    assert world.members("aud_p") == {"u1"}
+
+
+async def test_trait_change__user_no_longer_matches__exits(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    await world.service.apply_user_events(
+        [identify("u1", at=T0 + timedelta(minutes=1), plan="free")]
+    )
+    assert world.members("aud_p") == set()
+    assert [c.type for c in world.publisher.published] == [
+        "membership.entered",
+        "membership.exited",
+    ]
+    assert world.memberships.counts["aud_p"] == 0
+
+
+async def test_time_passing__active_within_7_days__exits_without_any_event(world: World) -> None:
+    await world.audience("aud_a", "Users who did app_open in the last 7 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    assert world.members("aud_a") == {"u1"}
+    world.clock.now = T0 + timedelta(days=7, seconds=1)
+    await world.sweeper.sweep_once()
+    assert world.members("aud_a") == set()
+    assert world.publisher.published[-1].reason == "time"
+
+
+async def test_time_passing__did_not_purchase_in_30_days__enters_when_purchase_ages_out(
+    world: World,
+) -> None:
+    await world.audience("aud_lapsed", "Users who did not purchase in the last 30 days")
+    await world.service.apply_user_events([track("u1", "purchase")])
+    assert world.members("aud_lapsed") == set()
+    world.clock.now = T0 + timedelta(days=29)
+    await world.sweeper.sweep_once()
+    assert world.members("aud_lapsed") == set()
+    world.clock.now = T0 + timedelta(days=30, seconds=1)
+    await world.sweeper.sweep_once()
+    assert world.members("aud_lapsed") == {"u1"}
+
+
+async def test_new_audience__existing_profiles__backfilled_and_ready(world: World) -> None:
+    await world.service.apply_user_events(
+        [identify(f"u{i}", plan="premium" if i % 2 else "free") for i in range(7)]
+    )
+    await world.audience("aud_p", "Users with plan=premium")
+    assert world.members("aud_p") == {"u1", "u3", "u5"}
+    assert world.catalog.states["aud_p"]["status"] == "ready"
+    assert world.catalog.states["aud_p"]["member_count"] == 3
+
+
+async def test_rule_change__users_no_longer_matching__exit(world: World) -> None:
+    await world.service.apply_user_events(
+        [identify("u1", plan="premium", country="US"), identify("u2", plan="premium", country="DE")]
+    )
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.audience("aud_p", "Users with plan=premium AND country=US", version=2)
+    assert world.members("aud_p") == {"u1"}
+    assert world.catalog.states["aud_p"]["member_count"] == 1
+
+
+async def test_archive__removes_memberships_with_exit_events(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    world.catalog.audiences["aud_p"]["archived"] = True
+    await world.lifecycle.on_change("aud_p", "deleted", 1)
+    assert world.members("aud_p") == set()
+    assert world.publisher.published[-1].type == "membership.exited"
+    assert world.catalog.states["aud_p"]["status"] == "archived"
+
+
+async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+
+    async def crash(changes: object) -> None:
+        raise ConnectionError("broker down")
+
+    world.publisher.publish = crash  # type: ignore[method-assign,assignment]
+    with pytest.raises(ConnectionError):
+        await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
+    assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"]
+    world.publisher.publish = FakePublisher.publish.__get__(world.publisher)  # type: ignore[method-assign]
+    # The redelivered batch is a duplicate, but the outbox still goes out.
+    await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
+    assert [c.type for c in world.publisher.published] == ["membership.entered"]
+    assert world.members("aud_p") == {"u1"}
+    assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
