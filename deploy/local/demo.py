@@ -54,9 +54,8 @@ def main() -> int:
     print(f"  Admin key:  {args.admin_key}  (organization key: creates projects and keys)")
     print()
     print("Try:")
-    print(
-        f"  curl -s -H 'Authorization: Bearer {state['key']}' {args.api}/v1/audiences | python3 -m json.tool"
-    )
+    auth = f"Authorization: Bearer {state['key']}"
+    print(f"  curl -s -H '{auth}' {args.api}/v1/audiences | python3 -m json.tool")
     return 0
 
 

@@ -14,6 +14,7 @@ from audience_api.adapters.mongo import (
     MongoTenancyRepository,
 )
 from audience_api.config import Settings
+from audience_api.cursors import CursorCodec
 from audience_api.services import AudienceService, IngestionService, KeyService, TenancyService
 from audience_shared.kafka import ensure_topics, make_broker
 from audience_shared.store import connect_store, ping
@@ -33,6 +34,7 @@ class Container:
     ingestion: IngestionService
     tenancy_repo: MongoTenancyRepository
     tenancy: TenancyService
+    cursors: CursorCodec
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -55,6 +57,7 @@ class Container:
             ingestion=IngestionService(publisher),
             tenancy_repo=tenancy_repo,
             tenancy=TenancyService(tenancy_repo, keys),
+            cursors=CursorCodec(settings.secret_key.get_secret_value().encode()),
         )
 
     async def start(self) -> None:

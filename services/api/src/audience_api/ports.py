@@ -26,6 +26,14 @@ class AudienceRepository(Protocol):
 
     async def state(self, audience_id: str) -> dict[str, Any] | None: ...
 
+    async def update(
+        self, audience_id: str, expected_version: int, fields: dict[str, Any]
+    ) -> bool: ...
+
+    async def members(
+        self, audience_id: str, first: int, after: str | None, search: str | None
+    ) -> list[dict[str, Any]]: ...
+
 
 class KeyRepository(Protocol):
     async def find_by_hash(self, key_hash: str) -> dict[str, Any] | None: ...

@@ -62,3 +62,17 @@ class TrackItem(Strict):
 class IngestAccepted(BaseModel):
     accepted: int
     errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AudienceUpdate(Strict):
+    """Every field optional; a new rule input re-materializes the audience."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    project_id: str | None = None
+    criteria: str | None = Field(default=None, max_length=10_000)
+    filter: dict[str, Any] | None = None
+    filters: list[dict[str, Any]] | None = None
+    properties: dict[str, list[Any]] | None = None
+    refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] | None = None
+    group_id: str | None = None

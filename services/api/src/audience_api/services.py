@@ -230,6 +230,16 @@ class AudienceService:
         }
 
 
+def full_name(traits: dict[str, Any]) -> str | None:
+    if isinstance(traits.get("full_name"), str):
+        return str(traits["full_name"])
+    if isinstance(traits.get("name"), str):
+        return str(traits["name"])
+    parts = [traits.get("first_name"), traits.get("last_name")]
+    joined = " ".join(p for p in parts if isinstance(p, str))
+    return joined or None
+
+
 class IngestionService:
     def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher

@@ -1,5 +1,6 @@
 """MongoDB repositories of the gateway: audiences, their evaluator state, keys, organizations."""
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,55 @@ class MongoAudienceRepository:
 
     async def state(self, audience_id: str) -> Document | None:
         return await self._db.audience_state.find_one({"_id": audience_id})
+
+    async def update(self, audience_id: str, expected_version: int, fields: Document) -> bool:
+        """Version-guarded update: a concurrent edit makes this one fail rather than interleave."""
+        result = await self._db.audiences.update_one(
+            {"_id": audience_id, "rule_version": expected_version, "archived": False},
+            {"$set": fields},
+        )
+        return result.modified_count == 1
+
+    async def members(
+        self, audience_id: str, first: int, after: str | None, search: str | None
+    ) -> list[Document]:
+        """Members in user_id order with their contact traits, optionally filtered by search."""
+        query: Document = {"audience_id": audience_id}
+        if after is not None:
+            query["user_id"] = {"$gt": after}
+        if search:
+            pattern = {"$regex": re.escape(search), "$options": "i"}
+            matches = self._db.profiles.find(
+                {
+                    "audiences": audience_id,
+                    "$or": [
+                        {"traits.email": pattern},
+                        {"traits.phone": pattern},
+                        {"traits.full_name": pattern},
+                        {"traits.name": pattern},
+                        {"traits.first_name": pattern},
+                        {"traits.last_name": pattern},
+                    ],
+                },
+                {"user_id": 1},
+            )
+            query["user_id"] = {
+                **query.get("user_id", {}),
+                "$in": [d["user_id"] async for d in matches],
+            }
+        cursor = self._db.memberships.find(query).sort("user_id", ASCENDING).limit(first)
+        members = [doc async for doc in cursor]
+        if not members:
+            return []
+        profiles = {
+            doc["_id"]: doc
+            async for doc in self._db.profiles.find(
+                {"_id": {"$in": [m["profile_id"] for m in members]}}, {"traits": 1}
+            )
+        }
+        for member in members:
+            member["traits"] = profiles.get(member["profile_id"], {}).get("traits", {})
+        return members
 
 
 class MongoKeyRepository:

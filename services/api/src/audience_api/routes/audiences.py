@@ -2,10 +2,10 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from audience_api.routes.deps import ContainerDep, PrincipalDep
-from audience_api.schemas import AudienceCreate
+from audience_api.schemas import AudienceCreate, AudienceUpdate
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
@@ -25,14 +25,10 @@ async def list_audiences(
     first: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    items, has_next = await services.audiences.list(caller, project_id, first, after)
-    return {
-        "items": items,
-        "page_info": {
-            "has_next_page": has_next,
-            "end_cursor": items[-1]["id"] if items else None,
-        },
-    }
+    position = services.cursors.decode(after)["id"] if after else None
+    items, has_next = await services.audiences.list(caller, project_id, first, position)
+    end = services.cursors.encode({"id": items[-1]["id"]}) if items else None
+    return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 
 
 @router.get("/{audience_id}")
@@ -47,3 +43,43 @@ async def count_members(
     audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:
     return await services.audiences.count(caller, audience_id, project_id)
+
+
+@router.put("/{audience_id}")
+async def update_audience(
+    audience_id: str, body: AudienceUpdate, caller: PrincipalDep, services: ContainerDep
+) -> dict[str, Any]:
+    return await services.audiences.update(caller, audience_id, body.model_dump(exclude_none=True))
+
+
+@router.delete("/{audience_id}", status_code=204)
+async def delete_audience(
+    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> Response:
+    await services.audiences.delete(caller, audience_id, project_id)
+    return Response(status_code=204)
+
+
+@router.get("/{audience_id}/status")
+async def audience_status(
+    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> dict[str, Any]:
+    return await services.audiences.status(caller, audience_id, project_id)
+
+
+@router.get("/{audience_id}/members")
+async def list_members(
+    audience_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+    first: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    position = services.cursors.decode(after)["user_id"] if after else None
+    items, has_next = await services.audiences.members(
+        caller, audience_id, project_id, first, position, search
+    )
+    end = services.cursors.encode({"user_id": items[-1]["user_id"]}) if items else None
+    return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
