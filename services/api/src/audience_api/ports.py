@@ -20,7 +20,7 @@ class AudienceRepository(Protocol):
 
     async def get(self, project_id: str, audience_id: str) -> dict[str, Any] | None: ...
 
-    async def list(
+    async def page(
         self, project_id: str, first: int, after: str | None
     ) -> list[dict[str, Any]]: ...
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from audience_api.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from audience_api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from audience_api.ports import (
     AudienceRepository,
     EventPublisher,
@@ -175,10 +175,10 @@ class AudienceService:
             raise NotFound("audience", audience_id)
         return self._resource(audience, await self._audiences.state(audience_id))
 
-    async def list(
+    async def page(
         self, principal: Principal, project: str | None, first: int, after: str | None
     ) -> tuple[list[dict[str, Any]], bool]:
-        docs = await self._audiences.list(principal.project_for(project), first + 1, after)
+        docs = await self._audiences.page(principal.project_for(project), first + 1, after)
         items = [self._resource(doc, await self._audiences.state(doc["_id"])) for doc in docs]
         return items[:first], len(items) > first
 
@@ -187,6 +187,103 @@ class AudienceService:
     ) -> dict[str, Any]:
         resource = await self.get(principal, audience_id, project)
         return {"count": resource["user_count"], "as_of": resource["as_of"]}
+
+    async def update(
+        self, principal: Principal, audience_id: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        principal.require_write()
+        audience = await self._owned(principal, audience_id, payload.pop("project_id", None))
+        fields: dict[str, Any] = {
+            k: v
+            for k, v in payload.items()
+            if k in ("name", "description", "refresh_schedule", "group_id")
+        }
+        new_rule = any(payload.get(name) is not None for name in RULE_INPUTS)
+        version = audience["rule_version"]
+        if new_rule:
+            form, value, rule = rule_from_input(payload)
+            fields.update(
+                {
+                    "input": {"form": form, "value": value},
+                    "criteria": value if form == "criteria" else None,
+                    "rule": rule.model_dump(mode="json"),
+                    "rule_version": version + 1,
+                }
+            )
+        fields["updated_at"] = utcnow()
+        if not await self._audiences.update(audience_id, version, fields):
+            raise Conflict("concurrent_update", "The audience changed meanwhile; read it and retry")
+        if new_rule:
+            await self._publisher.publish_audience_changed(
+                AudienceChanged(
+                    project_id=audience["project_id"],
+                    audience_id=audience_id,
+                    change="updated",
+                    version=version + 1,
+                )
+            )
+            await self._wait_until_ready(audience_id, version + 1)
+        return await self.get(principal, audience_id, audience["project_id"])
+
+    async def delete(self, principal: Principal, audience_id: str, project: str | None) -> None:
+        principal.require_write()
+        audience = await self._owned(principal, audience_id, project)
+        version = audience["rule_version"]
+        archived = {"archived": True, "archived_at": utcnow(), "rule_version": version + 1}
+        if not await self._audiences.update(audience_id, version, archived):
+            raise Conflict("concurrent_update", "The audience changed meanwhile; retry")
+        await self._publisher.publish_audience_changed(
+            AudienceChanged(
+                project_id=audience["project_id"],
+                audience_id=audience_id,
+                change="deleted",
+                version=version + 1,
+            )
+        )
+
+    async def status(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
+        resource = await self.get(principal, audience_id, project)
+        state = await self._audiences.state(audience_id) or {}
+        return {
+            "status": resource["status"],
+            "progress": 1.0 if resource["status"] == "ready" else state.get("progress", 0.0),
+            "last_refreshed_at": state.get("last_refreshed_at"),
+            "next_refresh_at": None,
+            "error": state.get("error"),
+        }
+
+    async def members(
+        self,
+        principal: Principal,
+        audience_id: str,
+        project: str | None,
+        first: int,
+        after: str | None,
+        search: str | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        await self._owned(principal, audience_id, project)
+        docs = await self._audiences.members(audience_id, first + 1, after, search)
+        items = [
+            {
+                "user_id": doc["user_id"],
+                "email": doc["traits"].get("email"),
+                "phone": doc["traits"].get("phone"),
+                "full_name": full_name(doc["traits"]),
+                "joined_at": doc.get("joined_at"),
+            }
+            for doc in docs[:first]
+        ]
+        return items, len(docs) > first
+
+    async def _owned(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
+        audience = await self._audiences.get(principal.project_for(project), audience_id)
+        if audience is None:
+            raise NotFound("audience", audience_id)
+        return audience
 
     async def _wait_until_ready(self, audience_id: str, version: int) -> dict[str, Any] | None:
         """Give materialization a moment so small audiences answer with an exact count."""

@@ -37,7 +37,7 @@ class MongoAudienceRepository:
             {"_id": audience_id, "project_id": project_id, "archived": False}
         )
 
-    async def list(self, project_id: str, first: int, after: str | None) -> list[Document]:
+    async def page(self, project_id: str, first: int, after: str | None) -> list[Document]:
         query: Document = {"project_id": project_id, "archived": False}
         if after:
             query["_id"] = {"$gt": after}

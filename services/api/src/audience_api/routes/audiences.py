@@ -26,7 +26,7 @@ async def list_audiences(
     after: str | None = None,
 ) -> dict[str, Any]:
     position = services.cursors.decode(after)["id"] if after else None
-    items, has_next = await services.audiences.list(caller, project_id, first, position)
+    items, has_next = await services.audiences.page(caller, project_id, first, position)
     end = services.cursors.encode({"id": items[-1]["id"]}) if items else None
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 

@@ -100,7 +100,7 @@ class MongoMembershipStore:
         self._state = db.audience_state
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
-        ops: list[UpdateOne[Document] | DeleteOne[Document]] = []
+        ops: list[UpdateOne | DeleteOne] = []
         for change in changes:
             pid = f"{change.project_id}/{change.user_id}"
             _id = membership_id(change.audience_id, pid)
