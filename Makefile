@@ -27,4 +27,7 @@ format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
 bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rules.json
-	@deploy/local/bootstrap.sh && .venv/bin/python bench/bench_rules.py
+	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_rules
+
+bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json
+	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator

@@ -1,0 +1,402 @@
+"""Evaluator benchmark: sustained events/s and event-to-membership latency vs raw limits.
+
+Produces 200,000 events for 50,000 users against 50 audiences of mixed kinds to a real broker,
+and measures in the same run the two raw limits: a plain aiokafka consumer reading the same
+topic, and plain unordered bulk upserts of profile documents into the same store.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient, UpdateOne
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from audience_shared.kafka import ensure_topics
+from audience_shared.rules import parse_criteria
+from audience_shared.topics import Topic
+from bench.infra import ROOT, fresh_infrastructure
+
+console = Console()
+PROJECT = "prj_bench"
+GROUP = "bench-evaluator"
+
+AUDIENCES = [
+    "Users with plan=premium",
+    "Users with plan=free",
+    "Users from country=US AND plan=premium",
+    "Users from country=DE OR country=FR",
+    "Users with age >= 30",
+    "Users with age < 25 AND plan=premium",
+    "Users with email",
+    "Users with plan in (premium, team)",
+    "Users who triggered event=app_open more than 10 times",
+    "Users who triggered event=app_open at least 3 times",
+    "Users who completed purchase in the last 30 days",
+    "Users who did not purchase in the last 30 days",
+    "Users who made purchase at least 2 times in the last 7 days",
+    "Users who did page_view in the last 1 days",
+    "Users with plan=premium AND last_active within 7 days",
+    "Users who did app_open in the last 12 hours",
+    "Users with country != US",
+    "Users who triggered event=share at least 1 times",
+    "Users with signup_date before 2024-01-01",
+    "Users with signup_date after 2025-06-01 AND plan=free",
+]
+
+
+def audience_docs(count: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    docs = []
+    for n in range(count):
+        criteria = AUDIENCES[n % len(AUDIENCES)]
+        if n >= len(AUDIENCES):
+            criteria = f"({criteria}) AND country != XX{n}"  # distinct rules, same cost class
+        rule = parse_criteria(criteria)
+        docs.append(
+            {
+                "_id": f"aud_bench{n:03d}",
+                "project_id": PROJECT,
+                "name": f"bench {n}",
+                "kind": "dynamic",
+                "type": "events",
+                "input": {"form": "criteria", "value": criteria},
+                "criteria": criteria,
+                "rule": rule.model_dump(mode="json"),
+                "rule_version": 1,
+                "refresh_schedule": "realtime",
+                "archived": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    return docs
+
+
+def make_events(events: int, users: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    out = []
+    for n in range(events):
+        user = f"u{rng.randrange(users)}"
+        at = (now - timedelta(seconds=rng.randrange(0, 40 * 86400))).isoformat()
+        roll = rng.random()
+        body: dict[str, Any] = {
+            "project_id": PROJECT,
+            "user_id": user,
+            "timestamp": at,
+            "event_id": f"b{n}",
+        }
+        if roll < 0.25:
+            body |= {
+                "type": "identify",
+                "traits": {
+                    "plan": rng.choice(["free", "premium", "team"]),
+                    "country": rng.choice(["US", "DE", "FR", "BR", "IN"]),
+                    "age": rng.randrange(16, 70),
+                    "email": f"{user}@example.com",
+                    "signup_date": f"20{rng.randrange(20, 26)}-0{rng.randrange(1, 10)}-15",
+                },
+            }
+        else:
+            body |= {
+                "type": "track",
+                "event": rng.choice(
+                    ["app_open"] * 5 + ["purchase", "page_view", "page_view", "share"]
+                ),
+                "properties": {"amount": rng.randrange(1, 200)},
+            }
+        out.append((f"{PROJECT}/{user}".encode(), json.dumps(body).encode()))
+    return out
+
+
+async def produce(bootstrap: str, records: list[tuple[bytes, bytes]], label: str) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        with progress() as bar:
+            task = bar.add_task(label, total=len(records))
+            for start in range(0, len(records), 5000):
+                chunk = records[start : start + 5000]
+                futures = [await producer.send(Topic.USER_EVENTS, value=v, key=k) for k, v in chunk]
+                await asyncio.gather(*futures)
+                bar.advance(task, len(chunk))
+    finally:
+        await producer.stop()
+    return len(records) / (time.perf_counter() - started)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def raw_consume(bootstrap: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(
+        Topic.USER_EVENTS,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    json.loads(record.value)  # the evaluator must at least decode each record
+                seen += sum(len(r) for r in batches.values())
+    finally:
+        await consumer.stop()
+    return expected / (time.perf_counter() - started)
+
+
+async def raw_upserts(url: str, documents: int) -> float:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+    collection = client["bench_raw"].profiles
+    await collection.drop()
+    now = datetime.now(UTC)
+    sample = {
+        "traits": {"plan": "premium", "country": "US", "age": 31, "email": "x@example.com"},
+        "event_count": 12,
+        "events": {"app_open": {"count": 10, "last_at": now, "recent": [now] * 10}},
+        "audiences": ["aud_a", "aud_b"],
+        "version": 3,
+    }
+    started = time.perf_counter()
+    for start in range(0, documents, 500):
+        ops = [
+            UpdateOne({"_id": f"{PROJECT}/u{n}"}, {"$set": sample}, upsert=True)
+            for n in range(start, min(start + 500, documents))
+        ]
+        await collection.bulk_write(ops, ordered=False)
+    rate = documents / (time.perf_counter() - started)
+    await client.close()
+    return rate
+
+
+async def group_lag(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> int:
+    committed = await admin.list_consumer_group_offsets(GROUP, partitions=partitions)
+    ends = await consumer.end_offsets(partitions)
+    return sum(
+        ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+        for tp in partitions
+    )
+
+
+def start_evaluator(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "audience_evaluator.main"],
+        env={
+            **env,
+            "AUDIENCES_PORT": "39001",
+            "AUDIENCES_CONSUMER_GROUP": GROUP,
+            "AUDIENCES_MONGO_DATABASE": "bench",
+            "AUDIENCES_LOG_LEVEL": "WARNING",
+        },
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def sustained(bootstrap: str, total: int) -> float:
+    """Events/s from the first committed progress to zero lag."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    partitions = [
+        TopicPartition(Topic.USER_EVENTS, p)
+        for p in consumer.partitions_for_topic(Topic.USER_EVENTS) or []
+    ]
+    if not partitions:
+        await consumer.stop()
+        consumer = AIOKafkaConsumer(Topic.USER_EVENTS, bootstrap_servers=bootstrap)
+        await consumer.start()
+        partitions = [
+            TopicPartition(Topic.USER_EVENTS, p)
+            for p in consumer.partitions_for_topic(Topic.USER_EVENTS) or []
+        ]
+    first_progress: tuple[float, int] | None = None
+    try:
+        with progress() as bar:
+            task = bar.add_task("evaluator consuming", total=total)
+            while True:
+                lag = await group_lag(admin, consumer, partitions)
+                done = total - lag
+                bar.update(task, completed=done)
+                now = time.perf_counter()
+                if first_progress is None and done > 0:
+                    first_progress = (now, done)
+                if lag <= 0 and first_progress is not None:
+                    return (total - first_progress[1]) / max(now - first_progress[0], 1e-6)
+                await asyncio.sleep(0.25)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def latency(bootstrap: str, rate: int, seconds: int) -> tuple[float, float, int]:
+    """Offer identify events that each cause one entry; time publish → membership.entered."""
+    sent: dict[str, float] = {}
+    received: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(
+        Topic.MEMBERSHIP_CHANGES,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
+    await consumer.start()
+    await consumer.seek_to_end()
+    await asyncio.sleep(1)
+
+    async def collect() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    user = value["user_id"]
+                    if (
+                        user in sent
+                        and value["audience_id"] == "aud_bench000"
+                        and user not in received
+                    ):
+                        received[user] = now
+
+    collector = asyncio.create_task(collect())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1
+    )
+    await producer.start()
+    total = rate * seconds
+    started = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(f"offering {rate} events/s", total=total)
+        for n in range(total):
+            due = started + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            user = f"lat{n}"
+            body = {
+                "type": "identify",
+                "project_id": PROJECT,
+                "user_id": user,
+                "traits": {"plan": "premium"},
+            }
+            sent[user] = time.perf_counter()
+            await producer.send(
+                Topic.USER_EVENTS, value=json.dumps(body).encode(), key=f"{PROJECT}/{user}".encode()
+            )
+            bar.advance(task)
+    await producer.stop()
+    deadline = time.perf_counter() + 30
+    while len(received) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.2)
+    collector.cancel()
+    await consumer.stop()
+    latencies = sorted((received[u] - sent[u]) * 1000 for u in received)
+    if not latencies:
+        return float("nan"), float("nan"), 0
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return statistics.median(latencies), p99, len(latencies)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with fresh_infrastructure("evaluator", 39092, 47027) as env:
+        bootstrap, url = env["AUDIENCES_KAFKA_BOOTSTRAP"], env["AUDIENCES_MONGO_URL"]
+        await ensure_topics(bootstrap)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        await client["bench"].audiences.insert_many(audience_docs(args.audiences))
+        await client.close()
+        records = make_events(args.events, args.users)
+        produce_rate = await produce(bootstrap, records, "producing events")
+        console.print("measuring raw limits …")
+        consume_rate = await raw_consume(bootstrap, len(records))
+        upsert_rate = await raw_upserts(url, args.events)
+        log_path = ROOT / ".local" / "bench" / "evaluator.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        evaluator = start_evaluator(env, log_path)
+        try:
+            events_per_s = await sustained(bootstrap, len(records))
+            p50, p99, measured = await latency(bootstrap, args.rate, args.seconds)
+        finally:
+            os.killpg(evaluator.pid, signal.SIGTERM)
+            evaluator.wait(timeout=30)
+    slowest = min(consume_rate, upsert_rate)
+    return {
+        "events": args.events,
+        "users": args.users,
+        "audiences": args.audiences,
+        "events_per_s": round(events_per_s, 1),
+        "raw_produce_per_s": round(produce_rate, 1),
+        "raw_consume_per_s": round(consume_rate, 1),
+        "raw_store_upserts_per_s": round(upsert_rate, 1),
+        "ratio_to_slowest_raw": round(events_per_s / slowest, 3),
+        "target_ratio": 0.4,
+        "offered_per_s": args.rate,
+        "latency_samples": measured,
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "target_p99_ms": 500,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--audiences", type=int, default=50)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=15)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    table = Table(title="Evaluator benchmark")
+    for column in ("measure", "value"):
+        table.add_column(column)
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    out = ROOT / ".local" / "bench" / "evaluator.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
