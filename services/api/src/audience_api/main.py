@@ -4,11 +4,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_api.config import Settings
 from audience_api.container import Container
 from audience_api.http_errors import install_error_handlers
+from audience_api.metrics import RequestMetrics
 from audience_api.routes import audiences, health, ingest, tenancy
 from audience_shared.logging import configure_logging
 
@@ -33,6 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app, settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(health.router)
     app.include_router(audiences.router)
     app.include_router(ingest.router)

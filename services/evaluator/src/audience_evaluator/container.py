@@ -6,6 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
@@ -19,6 +22,7 @@ from audience_evaluator.adapters.mongo import (
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
 from audience_evaluator.handlers import EvaluatorHandlers
+from audience_evaluator.metrics import CONSUMER_LAG
 from audience_evaluator.registry import AudienceRegistry
 from audience_evaluator.services import (
     AudienceLifecycleService,
@@ -28,6 +32,7 @@ from audience_evaluator.services import (
 )
 from audience_shared.kafka import ensure_topics, make_broker
 from audience_shared.store import connect_store, ping
+from audience_shared.topics import PARTITIONS, Topic
 
 log = structlog.get_logger()
 
@@ -121,6 +126,33 @@ class Container:
                     await self.membership_store.reconcile_count(audience_id)
             except Exception as exc:
                 log.warning("reconcile.failed", error=repr(exc))
+
+    async def run_lag_monitor(self, every_s: float = 5.0) -> None:
+        """Publish consumer lag per partition of the user-events topic as a gauge."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        await offsets.start()
+        try:
+            partitions = [
+                TopicPartition(Topic.USER_EVENTS, p) for p in range(PARTITIONS[Topic.USER_EVENTS])
+            ]
+            while True:
+                try:
+                    committed = await admin.list_consumer_group_offsets(
+                        self.settings.consumer_group, partitions=partitions
+                    )
+                    ends = await offsets.end_offsets(partitions)
+                    for tp in partitions:
+                        meta = committed.get(tp)
+                        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                        CONSUMER_LAG.labels(partition=str(tp.partition)).set(ends[tp] - done)
+                except KafkaError as exc:
+                    log.warning("lag.unavailable", error=repr(exc))
+                await asyncio.sleep(every_s)
+        finally:
+            await offsets.stop()
+            await admin.close()
 
     async def readiness(self) -> dict[str, bool]:
         broker_ok = False

@@ -1,6 +1,7 @@
 """Kafka handlers of the evaluator: decode each record, call one service, acknowledge after."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -10,11 +11,24 @@ from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from audience_evaluator.adapters.kafka import KafkaDeadLetters
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
+from audience_evaluator.metrics import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    STORE_ERRORS,
+)
 from audience_evaluator.services import AudienceLifecycleService, MembershipService
 from audience_shared.events import AudienceChanged, UserEventBase, user_event_adapter
 from audience_shared.topics import Topic
@@ -24,6 +38,16 @@ T = TypeVar("T")
 
 # One record bigger than this is refused outright rather than parsed.
 MAX_RECORD_BYTES = 1_000_000
+
+
+def _on_retry(what: str, state: RetryCallState) -> None:
+    STORE_ERRORS.labels(work=what).inc()
+    log.warning(
+        "store_or_broker.unavailable",
+        work=what,
+        attempt=state.attempt_number,
+        error=repr(state.outcome.exception()) if state.outcome else None,
+    )
 
 
 async def raw_records(msg: StreamMessage[Any]) -> Any:
@@ -55,12 +79,7 @@ class EvaluatorHandlers:
             retry=retry_if_exception(is_transient),
             wait=wait_random_exponential(multiplier=0.2, max=self._settings.max_backoff_s),
             stop=stop_after_delay(240),  # then the batch is nacked and redelivered
-            before_sleep=lambda state: log.warning(
-                "store_or_broker.unavailable",
-                work=what,
-                attempt=state.attempt_number,
-                error=repr(state.outcome.exception()) if state.outcome else None,
-            ),
+            before_sleep=lambda state: _on_retry(what, state),
             reraise=True,
         ):
             with attempt:
@@ -71,6 +90,8 @@ class EvaluatorHandlers:
         self, records: Sequence[ConsumerRecord[bytes, bytes]], parse: Callable[[bytes], T]
     ) -> list[T]:
         good: list[T] = []
+        if records:
+            EVENTS_CONSUMED.labels(topic=records[0].topic).inc(len(records))
         for record in records:
             payload = record.value or b""
             try:
@@ -78,6 +99,7 @@ class EvaluatorHandlers:
                     raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
                 good.append(parse(payload))
             except (ValidationError, ValueError) as exc:
+                DEAD_LETTERS.labels(topic=record.topic).inc()
                 log.warning(
                     "message.dead_lettered",
                     topic=record.topic,
@@ -97,10 +119,13 @@ class EvaluatorHandlers:
         events: list[UserEventBase] = await self._decode(records, user_event_adapter.validate_json)
         if not events:
             return
+        BATCH_SIZE.observe(len(events))
+        started = time.perf_counter()
         async with self.lock:
             changes = await self.retrying(
                 "user_events", lambda: self._memberships.apply_user_events(events)
             )
+        BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("batch.processed", events=len(events), membership_changes=changes)
 
     async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import structlog
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.types import Scope
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_evaluator.config import Settings
 from audience_evaluator.container import Container
@@ -31,6 +32,12 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         body = ('{"status": "%s"}' % ("ready" if all(checks.values()) else "not_ready")).encode()
         return AsgiResponse(body, status_code=200 if all(checks.values()) else 503)
 
+    @get
+    async def metrics(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(
+            generate_latest(), status_code=200, headers={"content-type": CONTENT_TYPE_LATEST}
+        )
+
     async def on_startup() -> None:
         await container.prepare()
 
@@ -38,6 +45,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         background.append(asyncio.create_task(container.run_sweeper()))
         background.append(asyncio.create_task(container.run_reconciler()))
         background.append(asyncio.create_task(container.resume_builds()))
+        background.append(asyncio.create_task(container.run_lag_monitor()))
         log.info("evaluator.started", port=settings.port)
 
     async def on_shutdown() -> None:
@@ -48,7 +56,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
 
     return AsgiFastStream(
         container.broker,
-        asgi_routes=[("/healthz", healthz), ("/readyz", readyz)],
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)],
         on_startup=[on_startup],
         after_startup=[after_startup],
         on_shutdown=[on_shutdown],

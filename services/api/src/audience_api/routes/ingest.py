@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from audience_api.errors import InvalidRequest
+from audience_api.metrics import EVENTS_ACCEPTED
 from audience_api.routes.deps import ContainerDep, PrincipalDep
 from audience_api.schemas import IdentifyItem, IngestAccepted, TrackItem
 from audience_shared.events import EventTracked, TraitsIdentified, UserEventBase, utcnow
@@ -64,6 +65,7 @@ async def _ingest(
     if errors and not is_batch:
         raise InvalidRequest("invalid_request", "The request body is invalid", errors)
     accepted = await services.ingestion.accept(caller, events)
+    EVENTS_ACCEPTED.labels(kind=item_model.__name__).inc(accepted)
     return JSONResponse(
         IngestAccepted(accepted=accepted, errors=errors).model_dump(), status_code=202
     )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from faststream.kafka import KafkaBroker
 
+from audience_evaluator.metrics import MEMBERSHIP_CHANGES
 from audience_shared.events import DeadLetter, MembershipChanged
 from audience_shared.topics import Topic
 
@@ -15,6 +16,8 @@ class KafkaMembershipPublisher:
         self._broker = broker
 
     async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+        for change in changes:
+            MEMBERSHIP_CHANGES.labels(type=change.type, reason=change.reason).inc()
         # Sends started in order keep per-user order (idempotent producer) in one round of acks.
         await asyncio.gather(
             *(
