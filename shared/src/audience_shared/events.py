@@ -35,10 +35,15 @@ class UserEventBase(Contract):
 
 
 class TraitsIdentified(UserEventBase):
-    """An identify call: traits set on the user (merged into the profile)."""
+    """An identify call: traits set on the user (merged into the profile).
+
+    With `anonymous_id` it also links that anonymous visitor to the user: the anonymous profile
+    is merged into the user's, exactly once.
+    """
 
     type: Literal["identify"] = "identify"
     traits: dict[str, Any] = Field(default_factory=dict)
+    anonymous_id: str | None = Field(default=None, max_length=200)
 
 
 class EventTracked(UserEventBase):
@@ -57,12 +62,34 @@ class IntentSignalled(UserEventBase):
     score: float = Field(ge=0, le=1)
 
 
-UserEvent = Annotated[
-    TraitsIdentified | EventTracked | IntentSignalled, Field(discriminator="type")
-]
-user_event_adapter: TypeAdapter[TraitsIdentified | EventTracked | IntentSignalled] = TypeAdapter(
-    UserEvent
+class UsersAliased(UserEventBase):
+    """An alias call: `previous_id` (an anonymous id or an old user id) is now `user_id`."""
+
+    type: Literal["alias"] = "alias"
+    previous_id: str = Field(min_length=1, max_length=200)
+
+
+class ListMembershipChanged(UserEventBase):
+    """A static or synced list (CSV import, Klaviyo list) added or removed the user."""
+
+    type: Literal["list"] = "list"
+    audience_id: str = Field(min_length=1, max_length=100)
+    member: bool
+    source: str = Field(default="import", max_length=100, description="e.g. csv, klaviyo")
+
+
+AnyUserEvent = (
+    TraitsIdentified | EventTracked | IntentSignalled | UsersAliased | ListMembershipChanged
 )
+UserEvent = Annotated[AnyUserEvent, Field(discriminator="type")]
+user_event_adapter: TypeAdapter[AnyUserEvent] = TypeAdapter(UserEvent)
+
+# Profiles of visitors known only by an anonymous id are keyed by this prefix plus that id.
+ANONYMOUS_PREFIX = "anonymous:"
+
+
+def anonymous_user_id(anonymous_id: str) -> str:
+    return f"{ANONYMOUS_PREFIX}{anonymous_id}"
 
 
 class AudienceChanged(Contract):

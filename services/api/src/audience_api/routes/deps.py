@@ -1,11 +1,29 @@
 """FastAPI dependencies: the container and the authenticated caller."""
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from audience_api.container import Container
 from audience_api.services import Principal
+
+
+def presented_key(header: str | None) -> str | None:
+    """The API key from `Bearer <key>`, or from HTTP Basic with the key as the username (the
+    "write key" convention of Segment-style SDKs; the password is ignored)."""
+    scheme, _, credential = (header or "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() == "bearer":
+        return credential or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credential, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
 
 
 def container(request: Request) -> Container:
@@ -15,10 +33,7 @@ def container(request: Request) -> Container:
 async def principal(
     request: Request, services: Annotated[Container, Depends(container)]
 ) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    presented = credential.strip() if scheme.lower() == "bearer" else None
-    caller = await services.keys.authenticate(presented)
+    caller = await services.keys.authenticate(presented_key(request.headers.get("authorization")))
     request.state.principal = caller
     return caller
 
