@@ -10,6 +10,7 @@ class Topic(StrEnum):
     AUDIENCE_CHANGES = "audience.changes.v1"
     MEMBERSHIP_CHANGES = "membership.changes.v1"
     DEAD_LETTERS = "dead.letters.v1"
+    SYNC_REQUESTS = "sync.requests.v1"
 
 
 # User data is keyed by user id, so more partitions means more evaluator parallelism.
@@ -18,6 +19,7 @@ PARTITIONS: dict[Topic, int] = {
     Topic.AUDIENCE_CHANGES: 3,
     Topic.MEMBERSHIP_CHANGES: 6,
     Topic.DEAD_LETTERS: 1,
+    Topic.SYNC_REQUESTS: 3,
 }
 
 EVALUATOR_GROUP = "audiences-evaluator"
