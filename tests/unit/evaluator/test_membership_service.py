@@ -42,7 +42,6 @@ class World:
             self.publisher,
             self.registry,
             self.clock,
-            timedelta(days=365),
         )
         self.lifecycle = AudienceLifecycleService(
             self.catalog,

@@ -139,18 +139,29 @@ class AudienceService:
     async def create(self, principal: Principal, payload: dict[str, Any]) -> dict[str, Any]:
         principal.require_write()
         project_id = principal.project_for(payload.get("project_id") or payload.get("app_id"))
-        form, value, rule = rule_from_input(payload)
+        kind = payload.get("kind", "dynamic")
+        rule_input: dict[str, Any] | None = None
+        rule_json: dict[str, Any] | None = None
+        if kind == "dynamic":
+            form, value, rule = rule_from_input(payload)
+            rule_input = {"form": form, "value": value}
+            rule_json = rule.model_dump(mode="json")
+        elif any(payload.get(name) is not None for name in RULE_INPUTS):
+            raise InvalidRequest(
+                "rule_not_allowed",
+                f"A {kind} audience is a list: members come from imports or syncs, not a rule",
+            )
         now = utcnow()
         audience: dict[str, Any] = {
             "_id": new_id("aud"),
             "project_id": project_id,
             "name": payload["name"],
             "description": payload.get("description"),
-            "kind": payload.get("kind", "dynamic"),
+            "kind": kind,
             "type": payload.get("type", "events"),
-            "input": {"form": form, "value": value},
-            "criteria": value if form == "criteria" else None,
-            "rule": rule.model_dump(mode="json"),
+            "input": rule_input,
+            "criteria": payload.get("criteria"),
+            "rule": rule_json,
             "rule_version": 1,
             "refresh_schedule": payload.get("refresh_schedule", "realtime"),
             "group_id": payload.get("group_id"),
@@ -200,6 +211,8 @@ class AudienceService:
         }
         new_rule = any(payload.get(name) is not None for name in RULE_INPUTS)
         version = audience["rule_version"]
+        if new_rule and audience["kind"] != "dynamic":
+            raise InvalidRequest("rule_not_allowed", "A list audience takes no rule")
         if new_rule:
             form, value, rule = rule_from_input(payload)
             fields.update(

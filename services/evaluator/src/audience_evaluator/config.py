@@ -11,8 +11,6 @@ class Settings(BaseServiceSettings):
     batch_timeout_ms: int = 50
     # A time-driven entry or exit lands within this many seconds of its due time.
     sweep_interval_s: float = 5.0
-    # How long recent event times are kept for windowed counts (the longest window allowed).
-    retention_days: int = 365
     backfill_chunk: int = 500
     reconcile_interval_s: float = 300.0
     # Store or broker outages: retry with backoff up to this many seconds between attempts.

@@ -2,7 +2,6 @@
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -65,7 +64,6 @@ class Container:
             KafkaMembershipPublisher(broker),
             registry,
             clock,
-            timedelta(days=settings.retention_days),
         )
         lifecycle = AudienceLifecycleService(
             catalog,

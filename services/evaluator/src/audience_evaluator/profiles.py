@@ -1,11 +1,26 @@
-"""Folding user events into profile documents: pure functions, no I/O."""
+"""Folding user events into profile documents, and merging profiles: pure functions, no I/O."""
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from audience_shared.events import EventTracked, IntentSignalled, TraitsIdentified, UserEventBase
-from audience_shared.profile import coerce_trait_value, encode_key
+from audience_shared.events import (
+    EventTracked,
+    IntentSignalled,
+    ListMembershipChanged,
+    TraitsIdentified,
+    UserEventBase,
+    UsersAliased,
+    anonymous_user_id,
+)
+from audience_shared.profile import (
+    RETENTION,
+    add_intent_signal,
+    add_recent,
+    coerce_trait_value,
+    encode_key,
+    to_utc_ms,
+)
 from audience_shared.rules import CounterSpec
 
 Profile = dict[str, Any]
@@ -13,8 +28,9 @@ Profile = dict[str, Any]
 # Event ids remembered per user to drop redeliveries; a user's events share one partition, so a
 # redelivery follows its original closely.
 SEEN_IDS_KEPT = 500
-RECENT_KEPT = 1000
-INTENT_DAYS_KEPT = 14
+
+# Everything a profile change can touch, for audiences that must re-evaluate after a merge.
+EVERYTHING = "*:*"
 
 
 def profile_id(project_id: str, user_id: str) -> str:
@@ -33,48 +49,40 @@ def new_profile(project_id: str, user_id: str) -> Profile:
         "events": {},
         "counters": {},
         "intents": {},
+        "lists": [],
+        "list_times": {},
         "audiences": [],
         "seen": [],
         "outbox": [],
     }
 
 
-def _insert_desc(recent: list[datetime], at: datetime, horizon: datetime) -> None:
-    """Insert keeping newest-first order, drop what is older than the horizon or past the cap."""
-    lo, hi = 0, len(recent)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if recent[mid] >= at:
-            lo = mid + 1
-        else:
-            hi = mid
-    recent.insert(lo, at)
-    while recent and (len(recent) > RECENT_KEPT or recent[-1] < horizon):
-        recent.pop()
+def linked_profile_id(event: UserEventBase) -> str | None:
+    """The profile an identify-with-anonymous-id or alias folds into this user's, if any."""
+    if isinstance(event, TraitsIdentified) and event.anonymous_id:
+        return profile_id(event.project_id, anonymous_user_id(event.anonymous_id))
+    if isinstance(event, UsersAliased) and event.previous_id != event.user_id:
+        return profile_id(event.project_id, event.previous_id)
+    return None
 
 
-def _bump(slot: Profile, at: datetime, horizon: datetime) -> None:
+def _bump(slot: Profile, at: datetime, now: datetime) -> None:
     slot["count"] = slot.get("count", 0) + 1
     if slot.get("last_at") is None or at > slot["last_at"]:
         slot["last_at"] = at
-    recent = slot.setdefault("recent", [])
-    _insert_desc(recent, at, horizon)
+    slot["recent"] = add_recent(slot.get("recent", []), at, now)
 
 
-def prune(profile: Profile, now: datetime, retention: timedelta) -> None:
+def prune(profile: Profile, now: datetime) -> None:
     """Drop recent times past the retention window, so documents stay bounded."""
-    horizon = now - retention
+    horizon = now - RETENTION
     for group in ("events", "counters"):
         for slot in profile.get(group, {}).values():
             slot["recent"] = [at for at in slot.get("recent", []) if at >= horizon]
 
 
 def fold(
-    profile: Profile,
-    event: UserEventBase,
-    counters: Iterable[CounterSpec],
-    retention: timedelta,
-    now: datetime,
+    profile: Profile, event: UserEventBase, counters: Iterable[CounterSpec], now: datetime
 ) -> set[str]:
     """Apply one event; return what it changed ("trait:x", "event:y", ...), empty if a duplicate."""
     seen: list[str] = profile.setdefault("seen", [])
@@ -82,8 +90,7 @@ def fold(
         return set()
     seen.append(event.event_id)
     del seen[:-SEEN_IDS_KEPT]
-    at = event.timestamp
-    horizon = now - retention
+    at = to_utc_ms(event.timestamp)
     changed: set[str] = set()
     if isinstance(event, TraitsIdentified):
         changed |= _fold_traits(profile, event.traits, at)
@@ -93,18 +100,19 @@ def fold(
             profile["first_seen"] = at
         if profile.get("last_seen") is None or at > profile["last_seen"]:
             profile["last_seen"] = at
-        _bump(profile.setdefault("events", {}).setdefault(encode_key(event.event), {}), at, horizon)
+        _bump(profile.setdefault("events", {}).setdefault(encode_key(event.event), {}), at, now)
         changed |= {f"event:{event.event}", "derived:activity"}
         for spec in counters:
             if spec.matches(event.event, event.properties, at):
-                _bump(profile.setdefault("counters", {}).setdefault(spec.key, {}), at, horizon)
+                _bump(profile.setdefault("counters", {}).setdefault(spec.key, {}), at, now)
                 changed.add(f"counter:{spec.key}")
     elif isinstance(event, IntentSignalled):
-        entries = profile.setdefault("intents", {}).setdefault(encode_key(event.topic), [])
-        entries.append({"at": at, "score": event.score})
-        intent_horizon = now - timedelta(days=INTENT_DAYS_KEPT)
-        entries[:] = [e for e in entries if e["at"] >= intent_horizon]
+        intents = profile.setdefault("intents", {})
+        key = encode_key(event.topic)
+        intents[key] = add_intent_signal(intents.get(key, []), at, event.score, now)
         changed.add(f"intent:{event.topic}")
+    elif isinstance(event, ListMembershipChanged):
+        changed |= _fold_list(profile, event, at)
     return changed
 
 
@@ -124,3 +132,62 @@ def _fold_traits(profile: Profile, traits: Mapping[str, Any], at: datetime) -> s
             current[name] = coerced
             changed.add(f"trait:{name}")
     return changed
+
+
+def _fold_list(profile: Profile, event: ListMembershipChanged, at: datetime) -> set[str]:
+    times: dict[str, datetime] = profile.setdefault("list_times", {})
+    previous_at = times.get(event.audience_id)
+    if previous_at is not None and at < previous_at:
+        return set()  # a newer add or remove already decided this list
+    times[event.audience_id] = at
+    lists: list[str] = profile.setdefault("lists", [])
+    if event.member and event.audience_id not in lists:
+        lists.append(event.audience_id)
+    elif not event.member and event.audience_id in lists:
+        lists.remove(event.audience_id)
+    else:
+        return set()
+    return {f"list:{event.audience_id}"}
+
+
+def merge_into(target: Profile, source: Profile, now: datetime) -> set[str]:
+    """Fold a linked (anonymous or aliased) profile into the user's, once; the source is spent.
+
+    The user's own traits win over the source's, counters add up, activity times widen.
+    """
+    merged_from: list[str] = target.setdefault("merged_from", [])
+    if source["_id"] in merged_from or source.get("merged_into"):
+        return set()
+    merged_from.append(source["_id"])
+    traits: dict[str, Any] = target.setdefault("traits", {})
+    for name, value in source.get("traits", {}).items():
+        traits.setdefault(name, value)
+    for name, at in source.get("trait_times", {}).items():
+        target.setdefault("trait_times", {}).setdefault(name, at)
+    target["event_count"] = target.get("event_count", 0) + source.get("event_count", 0)
+    for field, pick in (("first_seen", min), ("last_seen", max)):
+        values = [v for v in (target.get(field), source.get(field)) if v is not None]
+        if values:
+            target[field] = pick(values)
+    for group in ("events", "counters"):
+        slots: dict[str, Any] = target.setdefault(group, {})
+        for key, slot in source.get(group, {}).items():
+            mine = slots.setdefault(key, {"count": 0, "recent": []})
+            mine["count"] = mine.get("count", 0) + slot.get("count", 0)
+            lasts = [v for v in (mine.get("last_at"), slot.get("last_at")) if v is not None]
+            mine["last_at"] = max(lasts) if lasts else None
+            recent = list(mine.get("recent", []))
+            for at in slot.get("recent", []):
+                recent = add_recent(recent, at, now)
+            mine["recent"] = recent
+    intents: dict[str, Any] = target.setdefault("intents", {})
+    for key, entries in source.get("intents", {}).items():
+        for entry in entries:
+            intents[key] = add_intent_signal(intents.get(key, []), entry["at"], entry["score"], now)
+    lists: list[str] = target.setdefault("lists", [])
+    lists.extend(aud for aud in source.get("lists", []) if aud not in lists)
+    seen: list[str] = target.setdefault("seen", [])
+    seen.extend(source.get("seen", []))
+    del seen[:-SEEN_IDS_KEPT]
+    source["merged_into"] = target["_id"]
+    return {EVERYTHING}

@@ -1,13 +1,16 @@
 """The audiences the evaluator keeps current, compiled once per rule version."""
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from audience_evaluator.profiles import EVERYTHING
 from audience_shared.rules import (
     CompiledRule,
     CounterSpec,
+    Evaluation,
     Group,
     References,
     compile_predicate,
@@ -18,18 +21,35 @@ from audience_shared.rules import (
 ACTIVITY_FIELDS = ("event_count", "first_seen", "last_seen", "last_active")
 
 
+class ListPredicate:
+    """Static and synced audiences: a member while the user is on the audience's own list."""
+
+    def __init__(self, audience_id: str) -> None:
+        self._audience_id = audience_id
+
+    def evaluate(self, profile: Mapping[str, Any], now: datetime) -> Evaluation:
+        return Evaluation(
+            matched=self._audience_id in profile.get("lists", ()), next_change_at=None
+        )
+
+
 @dataclass(frozen=True)
 class ActiveAudience:
     id: str
     project_id: str
     version: int
-    rule: Group
-    predicate: CompiledRule
+    rule: Group | None
+    predicate: CompiledRule | ListPredicate
     refs: References
     depends_on: frozenset[str]
+    list_based: bool = False
 
     def affected_by(self, changed: set[str]) -> bool:
         """Whether a profile change can alter this audience's answer."""
+        if EVERYTHING in changed:
+            return True
+        if self.list_based:
+            return f"list:{self.id}" in changed
         for item in changed:
             kind, _, name = item.partition(":")
             if kind == "trait" and any(
@@ -54,6 +74,17 @@ class ActiveAudience:
 
 
 def compile_audience(doc: dict[str, Any]) -> ActiveAudience:
+    if doc.get("kind") in ("static", "synced") and not doc.get("rule"):
+        return ActiveAudience(
+            id=doc["_id"],
+            project_id=doc["project_id"],
+            version=doc["rule_version"],
+            rule=None,
+            predicate=ListPredicate(doc["_id"]),
+            refs=references(Group(match="all", rules=[])),
+            depends_on=frozenset(),
+            list_based=True,
+        )
     rule = Group.model_validate(doc["rule"])
     refs = references(rule)
     return ActiveAudience(

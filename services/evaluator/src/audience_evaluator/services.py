@@ -3,7 +3,7 @@
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 import structlog
@@ -14,13 +14,21 @@ from audience_evaluator.ports import (
     MembershipStore,
     ProfileStore,
 )
-from audience_evaluator.profiles import Profile, fold, new_profile, profile_id, prune
+from audience_evaluator.profiles import (
+    Profile,
+    fold,
+    linked_profile_id,
+    merge_into,
+    new_profile,
+    profile_id,
+    prune,
+)
 from audience_evaluator.registry import ActiveAudience, AudienceRegistry, compile_audience
 from audience_shared.events import MembershipChanged, UserEventBase
 
 log = structlog.get_logger()
 
-Reason = Literal["event", "time", "rule_change", "backfill", "archived", "refresh"]
+Reason = Literal["event", "time", "rule_change", "backfill", "archived", "refresh", "merged"]
 Clock = Callable[[], datetime]
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
@@ -46,14 +54,12 @@ class MembershipService:
         publisher: MembershipPublisher,
         registry: AudienceRegistry,
         clock: Clock,
-        retention: timedelta,
     ) -> None:
         self._profiles = profiles
         self._memberships = memberships
         self._publisher = publisher
         self._registry = registry
         self._clock = clock
-        self._retention = retention
 
     async def apply_user_events(self, events: Sequence[UserEventBase]) -> int:
         """Fold a batch of events in; returns how many membership changes it caused."""
@@ -81,31 +87,65 @@ class MembershipService:
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
-            stored = await self._profiles.load_profiles(list(pending))
-            writes: list[tuple[Profile, int]] = []
-            outboxes: dict[str, list[MembershipChanged]] = {}
+            links = {
+                pid: {
+                    linked
+                    for e in item.events
+                    if (linked := linked_profile_id(e)) and linked != pid
+                }
+                for pid, item in pending.items()
+            }
+            wanted = set(pending).union(*links.values())
+            stored = await self._profiles.load_profiles(sorted(wanted))
+            expected: dict[str, int] = {}
+            outboxes: dict[str, list[MembershipChanged]] = defaultdict(list)
+            redirected: dict[str, Work] = {}
+
             for pid, item in pending.items():
                 profile = stored.get(pid)
+                if profile is not None and profile.get("merged_into"):
+                    # Events for a merged-away visitor belong to the user it became.
+                    target = profile["merged_into"]
+                    before = redirected.get(target, Work())
+                    redirected[target] = Work(events=before.events + item.events)
+                    continue
                 if profile is None:
                     if not item.events:
                         continue  # nothing to evaluate for a user we have never seen
                     first = item.events[0]
-                    profile = new_profile(first.project_id, first.user_id)
-                expected = profile.get("version", 0)
-                replay = [MembershipChanged.model_validate(e) for e in profile.get("outbox", [])]
-                decided = self._apply(profile, item, reason, archived)
-                if decided is None and not replay:
+                    profile = stored[pid] = new_profile(first.project_id, first.user_id)
+                sources = [
+                    stored[linked] for linked in sorted(links.get(pid, ())) if linked in stored
+                ]
+                for touched in (profile, *sources):
+                    _touch(touched, expected, outboxes)
+                decided = self._apply(profile, item, reason, archived, sources)
+                if decided is not None:
+                    outboxes[pid].extend(decided)
+                for source in sources:
+                    outboxes[source["_id"]].extend(self._retire(source))
+            writes: list[tuple[Profile, int]] = []
+            for pid, version in expected.items():
+                profile = stored[pid]
+                # "_dirty" marks an in-memory change; it never reaches the store.
+                if not profile.pop("_dirty", False) and not outboxes[pid]:
                     continue
-                profile["outbox"] = [c.model_dump(mode="python") for c in replay + (decided or [])]
-                profile["version"] = expected + 1
-                writes.append((profile, expected))
-                outboxes[pid] = replay + (decided or [])
+                profile["outbox"] = [c.model_dump(mode="python") for c in outboxes[pid]]
+                profile["version"] = version + 1
+                writes.append((profile, version))
             conflicts = await self._profiles.commit_profiles(writes)
-            for profile, _expected in writes:
+            for profile, _version in writes:
                 if profile["_id"] not in conflicts:
                     changes.extend(outboxes[profile["_id"]])
                     committed.append((profile["_id"], profile["version"]))
-            pending = {pid: pending[pid] for pid in conflicts}
+            # A conflict on a merge source retries the whole user, so the merge stays atomic.
+            retry = {
+                pid for pid in pending if pid in conflicts or links.get(pid, set()) & conflicts
+            }
+            pending = {pid: pending[pid] for pid in retry}
+            for target, extra in redirected.items():
+                before = pending.get(target, Work())
+                pending[target] = Work(events=before.events + extra.events)
         if pending:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
@@ -125,18 +165,27 @@ class MembershipService:
         await self._publisher.publish(changes)
 
     def _apply(
-        self, profile: Profile, item: Work, reason: Reason, archived: frozenset[str]
+        self,
+        profile: Profile,
+        item: Work,
+        reason: Reason,
+        archived: frozenset[str],
+        sources: list[Profile],
     ) -> list[MembershipChanged] | None:
         """Fold and re-evaluate one profile in memory; None when nothing at all changed."""
         now = self._clock()
         project_id = profile["project_id"]
         counters = self._registry.counters(project_id)
         changed: set[str] = set()
+        for source in sources:
+            changed |= merge_into(profile, source, now)
         for event in item.events:
-            changed |= fold(profile, event, counters, self._retention, now)
+            changed |= fold(profile, event, counters, now)
         if item.events and not changed and not item.audiences and not item.due_only:
             return None  # every event was a redelivery
-        prune(profile, now, self._retention)
+        if changed:
+            profile["_dirty"] = True
+        prune(profile, now)
         due: dict[str, datetime] = dict(profile.get("due", {}))
         due_before = dict(due)
         members: list[str] = list(profile.get("audiences", []))
@@ -173,11 +222,25 @@ class MembershipService:
             step_reason: Reason = "time" if due_now and not item.events else reason
             decided.append(self._change(profile, audience.id, kind, step_reason, now))
         profile["audiences"] = members
-        if not item.events and not decided and due == due_before:
+        if not item.events and not sources and not decided and due == due_before:
             return None  # a re-evaluation that changed nothing needs no write
+        profile["_dirty"] = True
         profile["due"] = due
         profile["due_at"] = min(due.values()) if due else None
         return decided
+
+    def _retire(self, source: Profile) -> list[MembershipChanged]:
+        """A merged-away profile leaves every audience: its user now counts once, as the target."""
+        now = self._clock()
+        exits = [
+            self._change(source, audience_id, "membership.exited", "merged", now)
+            for audience_id in source.get("audiences", [])
+        ]
+        source["audiences"] = []
+        source["due"] = {}
+        source["due_at"] = None
+        source["_dirty"] = True
+        return exits
 
     @staticmethod
     def _change(
@@ -195,6 +258,17 @@ class MembershipService:
             occurred_at=now,
             version=profile.get("version", 0) + 1,
             reason=reason,
+        )
+
+
+def _touch(
+    profile: Profile, expected: dict[str, int], outboxes: dict[str, list[MembershipChanged]]
+) -> None:
+    """Remember the version a profile was read at, and any outbox a crash left in it."""
+    if profile["_id"] not in expected:
+        expected[profile["_id"]] = profile.get("version", 0)
+        outboxes[profile["_id"]].extend(
+            MembershipChanged.model_validate(e) for e in profile.get("outbox", [])
         )
 
 
