@@ -2,7 +2,7 @@
 
 import copy
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from audience_shared.events import MembershipChanged
@@ -109,3 +109,12 @@ class FakeCatalog:
 
     async def state(self, audience_id: str) -> Document | None:
         return self.states.get(audience_id)
+
+    async def claim_build(
+        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
+    ) -> bool:
+        state = self.states.setdefault(audience_id, {})
+        if state.get("build_version", 0) < version or state.get("build_owner") == owner:
+            state.update(build_version=version, build_owner=owner, build_lease_until=now + lease)
+            return True
+        return False

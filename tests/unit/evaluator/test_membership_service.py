@@ -7,7 +7,12 @@ import pytest
 
 from audience_evaluator.registry import AudienceRegistry
 from audience_evaluator.services import AudienceLifecycleService, MembershipService, SweepService
-from audience_shared.events import EventTracked, TraitsIdentified
+from audience_shared.events import (
+    EventTracked,
+    ListMembershipChanged,
+    TraitsIdentified,
+    UsersAliased,
+)
 from audience_shared.rules import parse_criteria
 from tests.unit.evaluator.fakes import (
     FakeCatalog,
@@ -201,3 +206,89 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     assert world.members("aud_p") == {"u1"}
     assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
+
+
+def list_event(
+    user: str, audience_id: str, member: bool, at: datetime = T0
+) -> ListMembershipChanged:
+    return ListMembershipChanged(
+        project_id=PROJECT, user_id=user, audience_id=audience_id, member=member, timestamp=at
+    )
+
+
+async def static_audience(world: World, audience_id: str) -> None:
+    world.catalog.audiences[audience_id] = {
+        "_id": audience_id,
+        "project_id": PROJECT,
+        "kind": "static",
+        "rule": None,
+        "rule_version": 1,
+        "archived": False,
+    }
+    await world.lifecycle.on_change(audience_id, "created", 1)
+
+
+async def test_static_list__added_then_removed__enters_then_exits(world: World) -> None:
+    await static_audience(world, "aud_list")
+    await world.service.apply_user_events([list_event("u1", "aud_list", True)])
+    assert world.members("aud_list") == {"u1"}
+    await world.service.apply_user_events(
+        [list_event("u1", "aud_list", False, at=T0 + timedelta(seconds=1))]
+    )
+    assert world.members("aud_list") == set()
+
+
+async def test_static_list__stale_add_after_remove__ignored(world: World) -> None:
+    await static_audience(world, "aud_list")
+    await world.service.apply_user_events(
+        [list_event("u1", "aud_list", False, at=T0 + timedelta(seconds=5))]
+    )
+    await world.service.apply_user_events([list_event("u1", "aud_list", True, at=T0)])
+    assert world.members("aud_list") == set()
+
+
+async def test_identify_with_anonymous_id__merges_prior_events_once(world: World) -> None:
+    await world.audience("aud_openers", "Users who triggered event=app_open at least 3 times")
+    anon = "anonymous:a1"
+    await world.service.apply_user_events(
+        [track(anon, "app_open", event_id=f"a{i}") for i in range(2)]
+    )
+    await world.service.apply_user_events([track("u1", "app_open", event_id="u-1")])
+    assert world.members("aud_openers") == set()
+    link = TraitsIdentified(
+        project_id=PROJECT, user_id="u1", anonymous_id="a1", traits={"plan": "free"}, timestamp=T0
+    )
+    await world.service.apply_user_events([link])
+    assert world.members("aud_openers") == {"u1"}
+    user = world.profiles.docs[f"{PROJECT}/u1"]
+    assert user["event_count"] == 3
+    assert world.profiles.docs[f"{PROJECT}/{anon}"]["merged_into"] == f"{PROJECT}/u1"
+    # Merging twice changes nothing.
+    again = TraitsIdentified(project_id=PROJECT, user_id="u1", anonymous_id="a1", timestamp=T0)
+    await world.service.apply_user_events([again])
+    assert world.profiles.docs[f"{PROJECT}/u1"]["event_count"] == 3
+
+
+async def test_merged_anonymous_member__exits_and_user_enters(world: World) -> None:
+    await world.audience("aud_openers", "Users who triggered event=app_open at least 2 times")
+    anon = "anonymous:a2"
+    await world.service.apply_user_events(
+        [track(anon, "app_open", event_id=f"b{i}") for i in range(2)]
+    )
+    assert world.members("aud_openers") == {anon}
+    alias = UsersAliased(project_id=PROJECT, user_id="u2", previous_id=anon, timestamp=T0)
+    await world.service.apply_user_events([alias])
+    assert world.members("aud_openers") == {"u2"}
+    assert world.memberships.counts["aud_openers"] == 1
+
+
+async def test_events_for_merged_anonymous_id__land_on_the_user(world: World) -> None:
+    await world.audience("aud_openers", "Users who triggered event=app_open at least 2 times")
+    anon = "anonymous:a3"
+    await world.service.apply_user_events([track(anon, "app_open", event_id="c0")])
+    await world.service.apply_user_events(
+        [UsersAliased(project_id=PROJECT, user_id="u3", previous_id=anon, timestamp=T0)]
+    )
+    await world.service.apply_user_events([track(anon, "app_open", event_id="c1")])
+    assert world.members("aud_openers") == {"u3"}
+    assert world.profiles.docs[f"{PROJECT}/u3"]["event_count"] == 2

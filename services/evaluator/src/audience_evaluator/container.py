@@ -1,6 +1,8 @@
 """The evaluator's composition root: the only place that picks adapters."""
 
 import asyncio
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,7 @@ class Container:
             registry,
             clock,
             settings.backfill_chunk,
+            owner=f"{socket.gethostname()}:{os.getpid()}",
         )
         lock = asyncio.Lock()
         handlers = EvaluatorHandlers(
@@ -122,6 +125,9 @@ class Container:
             try:
                 for audience_id in list(self.registry.by_id):
                     await self.membership_store.reconcile_count(audience_id)
+                # Builds whose builder died are taken over once their lease ran out.
+                async with self.handlers.lock:
+                    await self.lifecycle.resume_unfinished()
             except Exception as exc:
                 log.warning("reconcile.failed", error=repr(exc))
 

@@ -1,7 +1,7 @@
 """The evaluator's ports: what the membership use cases need from the store and the broker."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from audience_shared.events import MembershipChanged
@@ -48,6 +48,10 @@ class AudienceCatalog(Protocol):
     async def set_state(self, audience_id: str, fields: Document) -> None: ...
 
     async def state(self, audience_id: str) -> Document | None: ...
+
+    async def claim_build(
+        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
+    ) -> bool: ...
 
 
 class MembershipPublisher(Protocol):

@@ -3,7 +3,7 @@
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
@@ -30,6 +30,9 @@ log = structlog.get_logger()
 
 Reason = Literal["event", "time", "rule_change", "backfill", "archived", "refresh", "merged"]
 Clock = Callable[[], datetime]
+
+# A builder that stops renewing this long is presumed dead and its build is taken over.
+BUILD_LEASE = timedelta(seconds=60)
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
@@ -292,7 +295,9 @@ class AudienceLifecycleService:
         registry: AudienceRegistry,
         clock: Clock,
         chunk: int,
+        owner: str = "evaluator",
     ) -> None:
+        self._owner = owner
         self._catalog = catalog
         self._profiles = profiles
         self._memberships = memberships
@@ -353,6 +358,10 @@ class AudienceLifecycleService:
             return
         # Live events evaluate the new rule from this moment; the backfill covers everyone else.
         self._registry.put(audience)
+        if not await self._catalog.claim_build(
+            audience_id, audience.version, self._owner, self._clock(), BUILD_LEASE
+        ):
+            return  # another evaluator process is building this version
         await self._catalog.set_state(
             audience_id,
             {
@@ -397,7 +406,13 @@ class AudienceLifecycleService:
                 {pid: Work(audiences=frozenset({audience.id})) for pid in ids}, reason="backfill"
             )
             done += len(ids)
-            await self._catalog.set_state(audience.id, {"progress": min(done / total, 0.99)})
+            await self._catalog.set_state(
+                audience.id,
+                {
+                    "progress": min(done / total, 0.99),
+                    "build_lease_until": self._clock() + BUILD_LEASE,
+                },
+            )
         leavers = [
             pid
             for pid in await self._memberships.member_profile_ids(audience.id)

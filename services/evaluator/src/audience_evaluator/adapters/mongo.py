@@ -1,12 +1,12 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
@@ -166,3 +166,27 @@ class MongoAudienceCatalog:
 
     async def state(self, audience_id: str) -> Document | None:
         return await self._state.find_one({"_id": audience_id})
+
+    async def claim_build(
+        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
+    ) -> bool:
+        """Take the build of this rule version unless a live builder holds it or it is done."""
+        claimable = {
+            "_id": audience_id,
+            "$or": [
+                {"build_version": {"$exists": False}},
+                {"build_version": {"$lt": version}},
+                {"build_version": version, "build_owner": owner},
+                {
+                    "build_version": version,
+                    "status": {"$ne": "ready"},
+                    "build_lease_until": {"$lt": now},
+                },
+            ],
+        }
+        claim = {"build_version": version, "build_owner": owner, "build_lease_until": now + lease}
+        try:
+            result = await self._state.update_one(claimable, {"$set": claim}, upsert=True)
+        except DuplicateKeyError:
+            return False  # the state exists and someone else holds the build
+        return result.matched_count == 1 or result.upserted_id is not None
