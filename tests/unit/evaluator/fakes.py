@@ -43,15 +43,25 @@ class FakeProfileStore:
         ][:limit]
 
     async def profile_ids_matching(
-        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+        self,
+        project_id: str,
+        audience_id: str,
+        rule: Group | None,
+        now: datetime,
+        after: str | None,
+        limit: int,
     ) -> list[str]:
-        predicate = compile_predicate(rule)
+        predicate = compile_predicate(rule) if rule is not None else None
         ids = sorted(
             pid
             for pid, doc in self.docs.items()
             if doc["project_id"] == project_id
             and (after is None or pid > after)
-            and predicate.evaluate(doc, now).matched
+            and (
+                predicate.evaluate(doc, now).matched
+                if predicate
+                else audience_id in doc.get("lists", [])
+            )
         )
         return ids[:limit]
 

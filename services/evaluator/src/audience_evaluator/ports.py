@@ -22,7 +22,13 @@ class ProfileStore(Protocol):
     async def due_profile_ids(self, now: datetime, limit: int) -> list[str]: ...
 
     async def profile_ids_matching(
-        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+        self,
+        project_id: str,
+        audience_id: str,
+        rule: Group | None,
+        now: datetime,
+        after: str | None,
+        limit: int,
     ) -> list[str]:
         """Profiles the rule matches now, by the store's own query engine, in _id order."""
         ...

@@ -29,6 +29,9 @@ Profile = dict[str, Any]
 # redelivery follows its original closely.
 SEEN_IDS_KEPT = 500
 
+# Marks that an event was new, so the profile is written even if nothing an audience reads moved.
+NEW_EVENT = "new:event"
+
 # Everything a profile change can touch, for audiences that must re-evaluate after a merge.
 EVERYTHING = "*:*"
 
@@ -91,7 +94,8 @@ def fold(
     seen.append(event.event_id)
     del seen[:-SEEN_IDS_KEPT]
     at = to_utc_ms(event.timestamp)
-    changed: set[str] = set()
+    # A new event always changes the profile (its id is remembered), even when no audience cares.
+    changed: set[str] = {NEW_EVENT}
     if isinstance(event, TraitsIdentified):
         changed |= _fold_traits(profile, event.traits, at)
     elif isinstance(event, EventTracked):

@@ -17,9 +17,6 @@ from audience_shared.rules import (
     references,
 )
 
-# Derived fields that change with every tracked event.
-ACTIVITY_FIELDS = ("event_count", "first_seen", "last_seen", "last_active")
-
 
 class ListPredicate:
     """Static and synced audiences: a member while the user is on the audience's own list."""
@@ -57,12 +54,9 @@ class ActiveAudience:
                 for ref in self.refs.traits
             ):
                 return True
-            if kind == "event" and (
-                name in self.refs.events
-                or any(ref.startswith(f"events.{name}.") for ref in self.refs.traits)
-            ):
+            if kind == "event" and (name in self.refs.events or self.refs.any_event):
                 return True
-            if kind == "derived" and any(ref in ACTIVITY_FIELDS for ref in self.refs.traits):
+            if kind == "derived" and self.refs.any_event:
                 return True
             if kind == "counter" and name in self.refs.counters:
                 return True
@@ -81,7 +75,7 @@ def compile_audience(doc: dict[str, Any]) -> ActiveAudience:
             version=doc["rule_version"],
             rule=None,
             predicate=ListPredicate(doc["_id"]),
-            refs=references(Group(match="all", rules=[])),
+            refs=References(),
             depends_on=frozenset(),
             list_based=True,
         )

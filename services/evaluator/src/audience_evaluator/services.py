@@ -396,7 +396,7 @@ class AudienceLifecycleService:
         done = 0
         while True:
             ids = await self._profiles.profile_ids_matching(
-                audience.project_id, audience.rule, now, after, self._chunk
+                audience.project_id, audience.id, audience.rule, now, after, self._chunk
             )
             if not ids:
                 break

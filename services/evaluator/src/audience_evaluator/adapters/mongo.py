@@ -82,9 +82,17 @@ class MongoProfileStore:
         return [doc["_id"] async for doc in cursor]
 
     async def profile_ids_matching(
-        self, project_id: str, rule: Group, now: datetime, after: str | None, limit: int
+        self,
+        project_id: str,
+        audience_id: str,
+        rule: Group | None,
+        now: datetime,
+        after: str | None,
+        limit: int,
     ) -> list[str]:
-        query: Document = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}
+        # A list audience (no rule) matches the profiles carrying its list.
+        matches = compile_mongo_filter(rule, now) if rule is not None else {"lists": audience_id}
+        query: Document = {"$and": [{"project_id": project_id}, matches]}
         if after is not None:
             query["$and"].append({"_id": {"$gt": after}})
         cursor = self._profiles.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
