@@ -10,12 +10,19 @@ from audience_api.adapters.kafka_publisher import KafkaEventPublisher
 from audience_api.adapters.mongo import (
     MongoAudienceRepository,
     MongoKeyRepository,
+    MongoProfileReader,
     MongoStore,
     MongoTenancyRepository,
 )
 from audience_api.config import Settings
 from audience_api.cursors import CursorCodec
-from audience_api.services import AudienceService, IngestionService, KeyService, TenancyService
+from audience_api.services import (
+    AudienceService,
+    IngestionService,
+    InsightService,
+    KeyService,
+    TenancyService,
+)
 from audience_shared.kafka import ensure_topics, make_broker
 from audience_shared.store import connect_store, ping
 
@@ -35,6 +42,7 @@ class Container:
     tenancy_repo: MongoTenancyRepository
     tenancy: TenancyService
     cursors: CursorCodec
+    insights: InsightService
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -43,6 +51,7 @@ class Container:
         store = MongoStore(client, settings.mongo_database)
         publisher = KafkaEventPublisher(broker)
         keys = MongoKeyRepository(store)
+        audience_repo = MongoAudienceRepository(store)
         tenancy_repo = MongoTenancyRepository(store)
         return cls(
             settings=settings,
@@ -51,9 +60,8 @@ class Container:
             store=store,
             publisher=publisher,
             keys=KeyService(keys),
-            audiences=AudienceService(
-                MongoAudienceRepository(store), publisher, settings.create_wait_seconds
-            ),
+            audiences=AudienceService(audience_repo, publisher, settings.create_wait_seconds),
+            insights=InsightService(MongoProfileReader(store), audience_repo),
             ingestion=IngestionService(publisher),
             tenancy_repo=tenancy_repo,
             tenancy=TenancyService(tenancy_repo, keys),

@@ -11,7 +11,7 @@ from audience_api.config import Settings
 from audience_api.container import Container
 from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
-from audience_api.routes import audiences, health, ingest, tenancy
+from audience_api.routes import audiences, health, ingest, insights, tenancy
 from audience_shared.logging import configure_logging
 
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(health.router)
+    app.include_router(insights.router)
     app.include_router(audiences.router)
     app.include_router(ingest.router)
     app.include_router(tenancy.router)

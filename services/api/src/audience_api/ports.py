@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from audience_shared.events import AudienceChanged, UserEventBase
+from audience_shared.rules import Group
 
 
 class EventPublisher(Protocol):
@@ -51,3 +52,15 @@ class TenancyRepository(Protocol):
     async def keys(self, organization_id: str, project_id: str | None) -> list[dict[str, Any]]: ...
 
     async def revoke_key(self, key_id: str, at: datetime) -> None: ...
+
+
+class ProfileReader(Protocol):
+    async def preview(
+        self, project_id: str, rule: Group, now: datetime, sample: int
+    ) -> tuple[int, list[str]]: ...
+
+    async def matching_ids(self, project_id: str, rule: Group, now: datetime) -> set[str]: ...
+
+    async def member_ids(self, audience_id: str) -> set[str]: ...
+
+    async def profile(self, project_id: str, user_id: str) -> dict[str, Any] | None: ...

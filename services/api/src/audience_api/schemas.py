@@ -76,3 +76,18 @@ class AudienceUpdate(Strict):
     properties: dict[str, list[Any]] | None = None
     refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] | None = None
     group_id: str | None = None
+
+
+class AudiencePreview(Strict):
+    """Any rule input; nothing is saved."""
+
+    project_id: str | None = None
+    app_id: str | None = None
+    criteria: str | None = Field(default=None, max_length=10_000)
+    filter: dict[str, Any] | None = None
+    filters: list[dict[str, Any]] | None = None
+    properties: dict[str, list[Any]] | None = None
+
+
+class RuleChangePreview(AudiencePreview):
+    """A new rule for an existing audience: who would enter, leave and stay."""

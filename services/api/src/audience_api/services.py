@@ -13,10 +13,12 @@ from audience_api.ports import (
     AudienceRepository,
     EventPublisher,
     KeyRepository,
+    ProfileReader,
     TenancyRepository,
 )
 from audience_shared import rules
 from audience_shared.events import AudienceChanged, UserEventBase
+from audience_shared.profile import decode_key
 
 Scope = Literal["admin", "read"]
 
@@ -348,6 +350,94 @@ def full_name(traits: dict[str, Any]) -> str | None:
     parts = [traits.get("first_name"), traits.get("last_name")]
     joined = " ".join(p for p in parts if isinstance(p, str))
     return joined or None
+
+
+class InsightService:
+    """Previews before saving, and why a user is in or out: read-only views over profiles."""
+
+    def __init__(self, profiles: ProfileReader, audiences: AudienceRepository) -> None:
+        self._profiles = profiles
+        self._audiences = audiences
+
+    async def preview(self, principal: Principal, payload: dict[str, Any]) -> dict[str, Any]:
+        project_id = principal.project_for(payload.get("project_id") or payload.get("app_id"))
+        _form, _value, rule = rule_from_input(payload)
+        count, sample = await self._profiles.preview(project_id, rule, utcnow(), PREVIEW_SAMPLE)
+        return {"user_count": count, "sample": sample, "rule": rule.model_dump(mode="json")}
+
+    async def preview_change(
+        self, principal: Principal, audience_id: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        project_id = principal.project_for(payload.get("project_id"))
+        audience = await self._audiences.get(project_id, audience_id)
+        if audience is None:
+            raise NotFound("audience", audience_id)
+        _form, _value, rule = rule_from_input(payload)
+        would = await self._profiles.matching_ids(project_id, rule, utcnow())
+        now_in = await self._profiles.member_ids(audience_id)
+        entering, leaving, staying = would - now_in, now_in - would, would & now_in
+        return {
+            "entering": len(entering),
+            "leaving": len(leaving),
+            "staying": len(staying),
+            "samples": {
+                "entering": sorted(entering)[:PREVIEW_SAMPLE],
+                "leaving": sorted(leaving)[:PREVIEW_SAMPLE],
+                "staying": sorted(staying)[:PREVIEW_SAMPLE],
+            },
+            "rule": rule.model_dump(mode="json"),
+        }
+
+    async def user(self, principal: Principal, user_id: str, project: str | None) -> dict[str, Any]:
+        project_id = principal.project_for(project)
+        profile = await self._profiles.profile(project_id, user_id)
+        if profile is None or profile.get("merged_into"):
+            raise NotFound("user", user_id)
+        return {
+            "user_id": user_id,
+            "project_id": project_id,
+            "traits": profile.get("traits", {}),
+            "first_seen": profile.get("first_seen"),
+            "last_seen": profile.get("last_seen"),
+            "event_count": profile.get("event_count", 0),
+            "events": {
+                decode_key(name): {"count": slot.get("count", 0), "last_at": slot.get("last_at")}
+                for name, slot in profile.get("events", {}).items()
+            },
+            "audiences": profile.get("audiences", []),
+        }
+
+    async def explain(
+        self, principal: Principal, user_id: str, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
+        project_id = principal.project_for(project)
+        audience = await self._audiences.get(project_id, audience_id)
+        if audience is None:
+            raise NotFound("audience", audience_id)
+        profile = await self._profiles.profile(project_id, user_id)
+        if profile is None:
+            raise NotFound("user", user_id)
+        if audience.get("rule") is None:
+            member = audience_id in profile.get("lists", [])
+            return {
+                "audience_id": audience_id,
+                "user_id": user_id,
+                "matched": member,
+                "member": audience_id in profile.get("audiences", []),
+                "tree": {"type": "list", "outcome": member},
+            }
+        rule = rules.Group.model_validate(audience["rule"])
+        tree = rules.explain(rule, profile, utcnow())
+        return {
+            "audience_id": audience_id,
+            "user_id": user_id,
+            "matched": tree["outcome"],
+            "member": audience_id in profile.get("audiences", []),
+            "tree": tree,
+        }
+
+
+PREVIEW_SAMPLE = 10
 
 
 class IngestionService:

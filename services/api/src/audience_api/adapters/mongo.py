@@ -7,6 +7,9 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from audience_shared.adapters.mongo_rules import compile_mongo_filter
+from audience_shared.rules import Group
+
 Document = dict[str, Any]
 
 
@@ -95,6 +98,32 @@ class MongoAudienceRepository:
         for member in members:
             member["traits"] = profiles.get(member["profile_id"], {}).get("traits", {})
         return members
+
+
+class MongoProfileReader:
+    """Read-only access to profiles: previews by the store's own query engine, user lookups."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self._db = store.db
+
+    async def preview(
+        self, project_id: str, rule: Group, now: datetime, sample: int
+    ) -> tuple[int, list[str]]:
+        query = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}
+        count = await self._db.profiles.count_documents(query)
+        cursor = self._db.profiles.find(query, {"user_id": 1}).sort("_id", ASCENDING).limit(sample)
+        return count, [doc["user_id"] async for doc in cursor]
+
+    async def matching_ids(self, project_id: str, rule: Group, now: datetime) -> set[str]:
+        query = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}
+        return {doc["user_id"] async for doc in self._db.profiles.find(query, {"user_id": 1})}
+
+    async def member_ids(self, audience_id: str) -> set[str]:
+        cursor = self._db.memberships.find({"audience_id": audience_id}, {"user_id": 1})
+        return {doc["user_id"] async for doc in cursor}
+
+    async def profile(self, project_id: str, user_id: str) -> Document | None:
+        return await self._db.profiles.find_one({"_id": f"{project_id}/{user_id}"})
 
 
 class MongoKeyRepository:
