@@ -1,0 +1,1 @@
+"""Adapters of the sync service: one technology each."""

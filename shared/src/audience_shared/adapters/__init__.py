@@ -1,0 +1,1 @@
+"""Adapters from shared contracts to one technology each (MongoDB query compilation)."""
