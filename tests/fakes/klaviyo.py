@@ -115,9 +115,7 @@ class FakeKlaviyo:
 
     def remove_from_list(self, list_id: str, profile_id: str) -> None:
         with self._lock:
-            self.members[list_id] = [
-                m for m in self.members[list_id] if m.profile_id != profile_id
-            ]
+            self.members[list_id] = [m for m in self.members[list_id] if m.profile_id != profile_id]
 
     def fail(self, times: int, status: int = 503, path_contains: str = "") -> None:
         """The next `times` requests whose path+query contains the text answer with `status`."""
@@ -160,7 +158,9 @@ class FakeKlaviyo:
                 "id": list_id,
                 "attributes": dict(attributes),
                 "relationships": {
-                    "profiles": {"links": {"related": f"{self.base_url}/api/lists/{list_id}/profiles/"}}
+                    "profiles": {
+                        "links": {"related": f"{self.base_url}/api/lists/{list_id}/profiles/"}
+                    }
                 },
                 "links": {"self": f"{self.base_url}/api/lists/{list_id}/"},
             }
@@ -168,7 +168,7 @@ class FakeKlaviyo:
         ]
         links: dict[str, Any] = {"self": str(request.url), "next": None, "prev": None}
         if offset + LISTS_PAGE_SIZE < len(ordered):
-            cursor = _encode_cursor(offset + LISTS_PAGE_SIZE)
+            cursor = page_cursor(offset + LISTS_PAGE_SIZE)
             links["next"] = f"{self.base_url}/api/lists/?{urlencode({'page[cursor]': cursor})}"
         return self._logged(request, _document({"data": data, "links": links}))
 
@@ -222,7 +222,7 @@ class FakeKlaviyo:
         links: dict[str, Any] = {"self": str(request.url), "next": None, "prev": None}
         if offset + size < len(members):
             params = {k: v for k, v in query.items() if k != "page[cursor]"}
-            params["page[cursor]"] = _encode_cursor(offset + size)
+            params["page[cursor]"] = page_cursor(offset + size)
             links["next"] = (
                 f"{self.base_url}/api/lists/{list_id}/profiles/?{urlencode(params, safe='[](),:')}"
             )
@@ -256,8 +256,13 @@ class FakeKlaviyo:
                     )
                     response.headers["Retry-After"] = str(retry_after)
                     self.log.append(
-                        LoggedRequest(now, request.url.path, dict(request.query_params), 429,
-                                      float(retry_after))
+                        LoggedRequest(
+                            now,
+                            request.url.path,
+                            dict(request.query_params),
+                            429,
+                            float(retry_after),
+                        )
                     )
                     return response
                 self._recent.append(now)
@@ -301,7 +306,7 @@ def _error(status: int, code: str, detail: str, parameter: str | None = None) ->
     return JSONResponse({"errors": [error]}, status_code=status, media_type=JSONAPI)
 
 
-def _encode_cursor(offset: int) -> str:
+def page_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
 
 
@@ -339,12 +344,13 @@ def _compare(operator: str, value: datetime, bound: datetime) -> bool:
 
 
 @contextmanager
-def running(fake: FakeKlaviyo | None = None) -> Iterator[FakeKlaviyo]:
-    """Serve the fake with uvicorn in a thread on a free loopback port until the block ends."""
+def running(fake: FakeKlaviyo | None = None, port: int | None = None) -> Iterator[FakeKlaviyo]:
+    """Serve the fake with uvicorn in a thread on loopback (a free port unless given)."""
     fake = fake or FakeKlaviyo()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
     fake.base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
         uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")

@@ -103,10 +103,19 @@ def stack(kafka_bootstrap: str, mongo_url: str) -> Iterator[Stack]:
         "AUDIENCES_BOOTSTRAP_API_KEY": admin_key,
         "AUDIENCES_SWEEP_INTERVAL_S": "1",
         "AUDIENCES_LOG_LEVEL": "INFO",
+        # The sync tests serve their fake Klaviyo on this port (tests/fakes/klaviyo.py).
+        "AUDIENCES_KLAVIYO_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "AUDIENCES_IMPORTS_DIR": str(ROOT / ".local" / "test" / "data" / database / "imports"),
+        "AUDIENCES_EXPORTS_DIR": str(ROOT / ".local" / "test" / "data" / database / "exports"),
+        "AUDIENCES_SCHEDULER_INTERVAL_S": "1",
+        "AUDIENCES_INCREMENTAL_INTERVAL_S": "0",
+        "AUDIENCES_JOB_POLL_S": "0.5",
+        "AUDIENCES_KLAVIYO_BACKOFF_MAX_S": "0.5",
     }
     services = {
         "evaluator": ServiceProcess("evaluator", free_port(), env),
         "api": ServiceProcess("api", free_port(), env),
+        "sync": ServiceProcess("sync", free_port(), env),
     }
     for service in services.values():
         service.start()

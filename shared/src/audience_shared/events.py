@@ -118,9 +118,9 @@ class MembershipChanged(Contract):
     user_id: str
     occurred_at: datetime = Field(default_factory=utcnow)
     version: int = Field(description="Profile version that decided the change")
-    reason: Literal[
-        "event", "time", "rule_change", "backfill", "archived", "refresh", "merged"
-    ] = "event"
+    reason: Literal["event", "time", "rule_change", "backfill", "archived", "refresh", "merged"] = (
+        "event"
+    )
 
     @property
     def key(self) -> bytes:

@@ -95,17 +95,13 @@ class FieldRef:
     """Where a rule field lives in the profile document.
 
     `path` is the document path; `fallback` (only `last_active`) is read when `path` holds no
-    value. `event` names the tracked event for `events.<name>.count|last_at`.
+    value. `event` names the tracked event of `events.<name>.count|last_at`.
     """
 
     field: str
     path: tuple[str, ...]
     fallback: tuple[str, ...] | None = None
     event: str | None = None
-
-    @property
-    def derived(self) -> bool:
-        return self.path[0] != "traits"
 
     @property
     def mongo_path(self) -> str:

@@ -1,10 +1,4 @@
-"""Hypothesis strategies for rules and profiles, shared by the unit and the store agreement tests.
-
-Two families: `narrow` rules and profiles draw from small pools of fields and values so that
-conditions actually match (and just miss) generated profiles, exercising type mismatches, lists,
-arrays of sub-documents and window boundaries; `wide` rules use arbitrary names and text to
-stress the criteria round trip.
-"""
+"""Hypothesis strategies for rules and profiles, shared by unit and store agreement tests."""
 
 from __future__ import annotations
 
@@ -27,7 +21,13 @@ from audience_shared.rules import (
     TraitOperator,
     references,
 )
+from audience_shared.rules.durations import parse_duration
 from audience_shared.rules.model import check_field_path
+
+# Two families: narrow rules and profiles draw from small pools of fields and values (and
+# profiles are built around the rules' own fields and values) so that conditions actually match,
+# and just miss, generated profiles: type mismatches, lists, arrays of sub-documents, window
+# boundaries. Wide rules use arbitrary names and text to stress the criteria round trip.
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -188,6 +188,15 @@ def _rules(conditions: st.SearchStrategy[Any], max_leaves: int) -> st.SearchStra
 
 
 narrow_rules = _rules(narrow_conditions, 8)
+leaf_rules = narrow_conditions.map(lambda condition: Group(rules=[condition]))
+rule_batches = st.lists(st.one_of(leaf_rules, leaf_rules, narrow_rules), min_size=4, max_size=8)
+"""Several rules judged against the same profiles: leaves alone, and combinations."""
+trait_batches = st.lists(
+    trait_conditions(TRAIT_FIELDS).map(lambda condition: Group(rules=[condition])),
+    min_size=4,
+    max_size=8,
+)
+"""Single trait conditions, where the type and array semantics live."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,31 +218,83 @@ def event_entries(draw: st.DrawFn) -> dict[str, Any]:
     return entry
 
 
-trait_values: st.SearchStrategy[Any] = st.one_of(
-    st.none(),
-    scalars,
-    st.lists(scalars, max_size=3),
-)
+def _near(value: Any) -> list[Any]:
+    """Values equal to, just beside, or of another kind than a rule value."""
+    if isinstance(value, bool):
+        return [value, not value, int(value)]
+    if isinstance(value, int | float):
+        return [value, value + 1, value - 1, float(value), str(value)]
+    if isinstance(value, datetime):
+        return [value, value + MS, value - MS, value.date().isoformat()]
+    if isinstance(value, str):
+        return [value, value + "x", "x" + value + "x", value.upper(), value[:-1] or "z"]
+    return []
+
+
+def rule_values(rule: Group) -> list[Any]:
+    """Every scalar a rule compares with, and its neighbours."""
+    found: list[Any] = []
+    stack: list[Any] = [rule]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Group):
+            stack.extend(node.rules)
+        elif isinstance(node, TraitCondition):
+            values = node.value if isinstance(node.value, list) else [node.value]
+            for value in values:
+                if value is not None and not (isinstance(value, str) and value in DURATIONS):
+                    found.extend(_near(value))
+    return found
+
+
+def _targets(rule: Group) -> list[tuple[list[str], list[Any]]]:
+    """Trait paths the rule reads, each with values that just match or just miss."""
+    targets: list[tuple[list[str], list[Any]]] = []
+    stack: list[Any] = [rule]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Group):
+            stack.extend(node.rules)
+        elif isinstance(node, TraitCondition) and node.field in TRAIT_FIELDS:
+            if node.operator in (TraitOperator.WITHIN_LAST, TraitOperator.NOT_WITHIN_LAST):
+                assert isinstance(node.value, str)
+                edge = NOW - parse_duration(node.value)
+                near = [edge, edge - MS, edge + MS, edge.isoformat()]
+            else:
+                values = node.value if isinstance(node.value, list) else [node.value]
+                near = [item for value in values if value is not None for item in _near(value)]
+            targets.append((node.field.split("."), near or SCALARS))
+    return targets
+
+
+def _trait_values(pool: list[Any]) -> st.SearchStrategy[Any]:
+    items = st.sampled_from(pool)
+    return st.one_of(st.none(), items, items, st.lists(items, max_size=3))
 
 
 @st.composite
-def traits(draw: st.DrawFn) -> dict[str, Any]:
+def traits(draw: st.DrawFn, pool: list[Any] | None = None) -> dict[str, Any]:
+    values = _trait_values(pool or SCALARS)
     result: dict[str, Any] = {}
     for key in ["plan", "age", "tags", "flag", "signup", "last_active", "subscriptions"]:
         if draw(st.booleans()):
-            result[key] = draw(trait_values)
+            result[key] = draw(values)
     if draw(st.booleans()):
         result["meta"] = draw(
             st.one_of(
-                st.fixed_dictionaries({}, optional={"tier": trait_values}),
-                trait_values,
-                st.lists(st.fixed_dictionaries({}, optional={"tier": trait_values}), max_size=2),
+                st.fixed_dictionaries({}, optional={"tier": values}),
+                values,
+                st.lists(st.fixed_dictionaries({}, optional={"tier": values}), max_size=2),
             )
         )
     if draw(st.booleans()):
         result["items"] = draw(
             st.lists(
-                st.one_of(st.fixed_dictionaries({}, optional={"sku": trait_values}), scalars),
+                # FerretDB v1 cannot store arrays directly inside arrays.
+                st.one_of(
+                    st.fixed_dictionaries({}, optional={"sku": values}),
+                    st.sampled_from(pool or SCALARS),
+                ),
                 max_size=3,
             )
         )
@@ -243,7 +304,22 @@ def traits(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def profiles(draw: st.DrawFn, rule: Group | None = None) -> dict[str, Any]:
     """A well-formed profile; its counters are the ones `rule` reads, so they can match."""
-    profile: dict[str, Any] = {"traits": draw(traits())}
+    pool = SCALARS + 3 * rule_values(rule) if rule is not None else SCALARS
+    profile: dict[str, Any] = {"traits": draw(traits(pool))}
+    for path, near in _targets(rule) if rule is not None else []:
+        if draw(st.booleans()):
+            continue
+        items = st.sampled_from(near)
+        value = draw(st.one_of(items, st.lists(st.one_of(items, scalars), min_size=1, max_size=3)))
+        if len(path) == 1:
+            profile["traits"][path[0]] = value
+            continue
+        inner = {path[1]: value}
+        other = draw(st.fixed_dictionaries({}, optional={path[1]: st.one_of(items, scalars)}))
+        # A nested trait, or one inside an array of sub-documents, in either order.
+        profile["traits"][path[0]] = draw(
+            st.sampled_from([inner, [inner, other], [other, inner], [other]])
+        )
     events = {encode_key(name): draw(event_entries()) for name in EVENTS if draw(st.booleans())}
     if events:
         profile["events"] = events
@@ -295,16 +371,16 @@ field_names = st.one_of(
         [*TRAIT_FIELDS, *DERIVED_FIELDS, "in", "not", "users", "with", "in-app", "a.b-c"]
     ),
     st.text(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="`\x00"),
+        st.characters(codec="utf-8", exclude_characters="`\x00"),
         min_size=1,
         max_size=12,
     ).filter(_valid_field),
 )
-free_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+free_text = st.text(st.characters(codec="utf-8"), max_size=12)
 names = st.one_of(
     st.sampled_from([*EVENTS, "Order Completed", "event", "in", "did", "x-y", "a:b/c"]),
     st.text(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        st.characters(codec="utf-8", exclude_characters="\x00"),
         min_size=1,
         max_size=12,
     ),
@@ -389,4 +465,5 @@ wide_conditions = st.one_of(
     wide_intent_conditions(),
     wide_audience_conditions(),
 )
+
 wide_rules = _rules(wide_conditions, 10)

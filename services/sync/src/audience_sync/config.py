@@ -45,3 +45,5 @@ class Settings(BaseServiceSettings):
     # Incremental Klaviyo pulls (joined_group_at filter) between the daily full reconciles.
     incremental_interval_s: float = 3_600.0
     max_backoff_s: float = 10.0
+    # Shifts the scheduler's clock; tests use it to reach a 09:00 slot without waiting for one.
+    scheduler_clock_offset_s: float = 0.0

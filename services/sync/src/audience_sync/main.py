@@ -4,8 +4,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_shared.logging import configure_logging
 from audience_sync.config import Settings
@@ -19,11 +20,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
         structlog.get_logger().info("sync.started", port=settings.port)
         yield
         await container.stop()
 
     app = FastAPI(title="Audiences sync", version="0.1.0", lifespan=lifespan)
+    app.state.container = container
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -37,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -11,9 +11,7 @@ KLAVIYO_PAGES = Counter(
 KLAVIYO_THROTTLED = Counter(
     "audiences_sync_klaviyo_throttled_total", "429 answers met (each honoured via Retry-After)"
 )
-ROWS_IMPORTED = Counter(
-    "audiences_sync_rows_imported_total", "CSV rows imported into static lists"
-)
+ROWS_IMPORTED = Counter("audiences_sync_rows_imported_total", "CSV rows imported into static lists")
 ROWS_FAILED = Counter("audiences_sync_rows_failed_total", "CSV rows rejected as invalid")
 ROWS_EXPORTED = Counter("audiences_sync_rows_exported_total", "Members written to unload files")
 MEMBERSHIP_EVENTS = Counter(

@@ -1,12 +1,4 @@
-"""Compile a rule to a MongoDB find() filter over the profiles collection (FerretDB v1 safe).
-
-Only plain find operators are used ($and/$or/$nor/$eq/$gt/$gte/$lt/$lte/$in/$regex/$type/
-$elemMatch with operators only, and dot paths with array indices): no $expr, no aggregation.
-Every leaf is compiled as its positive form and negated with a top-level $nor, never with
-field-level $ne/$nin/$not, because on paths that cross arrays FerretDB applies those per found
-value while the rule (and MongoDB) mean "no value matches". The semantics match
-`audience_shared.rules.predicate`; tests/integration/test_rule_executors_agree.py checks it.
-"""
+"""Compile a rule to a MongoDB find() filter over the profiles collection (FerretDB v1 safe)."""
 
 from __future__ import annotations
 
@@ -28,6 +20,13 @@ from audience_shared.rules.model import (
     TraitOperator,
 )
 from audience_shared.rules.predicate import count_thresholds, normalize_now
+
+# Only plain find operators are used ($and/$or/$nor/$eq/$gt/$gte/$lt/$lte/$in/$regex/$type/
+# $elemMatch with operators only, and dot paths with array indices): no $expr, no aggregation.
+# Every leaf is compiled in its positive form and negated with a top-level $nor, never with
+# field-level $ne/$nin/$not: on paths that cross arrays FerretDB applies those per found value,
+# while the rule (and MongoDB) mean "no value matches". The semantics are those of
+# audience_shared.rules.predicate; tests/integration/test_rule_executors_agree.py checks it.
 
 Filter = dict[str, Any]
 
@@ -56,7 +55,13 @@ _NEGATED = {
 
 def compile_mongo_filter(rule: Group, now: datetime) -> Filter:
     """A find() filter selecting the profiles `rule` matches at `now` (caller adds project_id)."""
-    return _group(rule, normalize_now(now))
+    compiled = _group(rule, normalize_now(now))
+    # The folded constants are shared objects; hand out copies the caller may extend.
+    if compiled is MATCH_ALL:
+        return {}
+    if compiled is MATCH_NONE:
+        return {"$nor": [{}]}
+    return compiled
 
 
 def regex_literal(text: str) -> str:

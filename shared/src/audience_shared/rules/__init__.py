@@ -20,7 +20,12 @@ from audience_shared.rules.model import (
 )
 from audience_shared.rules.naive import evaluate_naive, explain
 from audience_shared.rules.predicate import CompiledRule, Evaluation, compile_predicate
-from audience_shared.rules.references import References, find_audience_cycle, references
+from audience_shared.rules.references import (
+    References,
+    find_audience_cycle,
+    references,
+    resolve_audience_names,
+)
 from audience_shared.rules.render import render_criteria
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "parse_criteria",
     "references",
     "render_criteria",
+    "resolve_audience_names",
     "rule_from_filter",
     "rule_from_filters",
     "rule_from_properties",

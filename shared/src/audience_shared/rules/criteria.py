@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from audience_shared.profile import parse_iso_datetime
 from audience_shared.rules.durations import duration_from_words
@@ -178,7 +178,7 @@ STRING: /"(?:[^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/ | /'(?:[^'\\]|
 _CLOCK: /[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?/
 _ZONE: /[Zz]|[+-]\d{2}:?\d{2}/
 DATETIME.4: /\d{4}-\d{2}-\d{2}/ (_CLOCK _ZONE?)? /(?![\w:.\-])/
-DURATION.3: /\d+[mhdw](?!\w)/
+DURATION.3: /\d+[mhdw](?!\w)/i
 NUMBER.2: /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])/
 INT.2: /\d+(?![\w.])/
 FIELD: /[^\W\d][\w\-]*(?:\.[\w\-]+)*/
@@ -422,6 +422,9 @@ _TRAIT_OPERATORS = {
 }
 
 
+_Built = TypeVar("_Built", bound=BaseModel)
+
+
 class _Builder:
     """Turns the parse tree into model objects, reporting semantic errors at their column."""
 
@@ -432,7 +435,7 @@ class _Builder:
         column = node.column if isinstance(node, Token) else getattr(node.meta, "column", None)
         return RuleError("invalid_criteria", message, position=column)
 
-    def build(self, node: Tree[Token], factory: type[Any], **fields: Any) -> Any:
+    def build(self, node: Tree[Token], factory: type[_Built], **fields: Any) -> _Built:
         try:
             return factory(**fields)
         except ValidationError as exc:
@@ -476,7 +479,7 @@ class _Builder:
             return self.intent(tree)
         if tree.data == "subscribed_cond":
             value = self.value(_subtrees(tree, "value")[0])
-            return self.build(  # type: ignore[no-any-return]
+            return self.build(
                 tree,
                 TraitCondition,
                 field=SUBSCRIPTIONS_FIELD,
@@ -536,9 +539,7 @@ class _Builder:
             value = values
         elif values:
             value = values[0]
-        return self.build(  # type: ignore[no-any-return]
-            tree, TraitCondition, field=field, operator=operator, value=value
-        )
+        return self.build(tree, TraitCondition, field=field, operator=operator, value=value)
 
     def event(self, tree: Tree[Token]) -> EventCondition:
         verb = _subtrees(tree)[0]
@@ -567,7 +568,7 @@ class _Builder:
                     if moments[0] is None or moments[1] is None:
                         raise self.error(clause, "not a valid date")
                     window = self.build(clause, AbsoluteWindow, from_=moments[0], to=moments[1])
-        return self.build(  # type: ignore[no-any-return]
+        return self.build(
             tree,
             EventCondition,
             event=self.name(name_tree),
@@ -587,7 +588,7 @@ class _Builder:
         else:
             audience_name = names[0]
             audience_id = names[1] if len(names) > 1 else None
-        return self.build(  # type: ignore[no-any-return]
+        return self.build(
             tree,
             AudienceCondition,
             audience_id=audience_id,
@@ -605,4 +606,4 @@ class _Builder:
             if not duration.endswith("d"):
                 raise self.error(window, "an intent lookback is a number of days (1-14)")
             fields["days"] = int(duration[:-1])
-        return self.build(tree, IntentCondition, **fields)  # type: ignore[no-any-return]
+        return self.build(tree, IntentCondition, **fields)

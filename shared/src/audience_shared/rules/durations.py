@@ -11,6 +11,10 @@ _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhdw])$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _UNIT_WORDS = {"m": "minute", "h": "hour", "d": "day", "w": "week"}
 _WORD_UNITS = {
+    "m": "m",
+    "h": "h",
+    "d": "d",
+    "w": "w",
     "minute": "m",
     "minutes": "m",
     "min": "m",

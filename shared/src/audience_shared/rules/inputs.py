@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from audience_shared.rules.errors import RuleError
-from audience_shared.rules.limits import validate_rule
+from audience_shared.rules.limits import MAX_DEPTH, validate_rule
 from audience_shared.rules.model import Group, TraitCondition, TraitOperator
 
 FILTERS_OPERATORS = frozenset(
@@ -32,10 +32,34 @@ def _validation_error(exc: ValidationError, where: str) -> RuleError:
     )
 
 
+# Raw nesting beyond this is refused before validation: pydantic would hit its recursion guard
+# and report a path thousands of segments long. Canonical depth is checked by validate_rule.
+MAX_RAW_DEPTH = 4 * MAX_DEPTH
+
+
+def _raw_depth(data: Mapping[str, Any]) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping) and isinstance(node.get("rules"), list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_RAW_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in node["rules"])
+    return deepest
+
+
 def rule_from_filter(data: Mapping[str, Any]) -> Group:
     """Seed 001: the nested group JSON itself (`{"match", "negate", "rules"}`), validated."""
     if not isinstance(data, Mapping):
         raise RuleError("invalid_rule", "filter must be an object")
+    if _raw_depth(data) > MAX_RAW_DEPTH:
+        raise RuleError(
+            "rule_too_deep",
+            f"rules nest at most {MAX_DEPTH} groups deep",
+            details={"limit": MAX_DEPTH},
+        )
     try:
         rule = Group.model_validate(dict(data))
     except ValidationError as exc:

@@ -1,9 +1,4 @@
-"""The reference evaluator: walks the rule tree on every call; the benchmark baseline and `explain`.
-
-It re-reads the model, re-resolves field paths and re-dispatches operators each time, using the
-plain semantic functions of `values.py`. The compiled predicate and the MongoDB compiler are
-tested to agree with it.
-"""
+"""The reference evaluator, walking the rule tree on every call: benchmark baseline and explain."""
 
 from __future__ import annotations
 
@@ -41,6 +36,10 @@ from audience_shared.rules.values import (
     value_is,
     value_starts_with,
 )
+
+# It re-reads the model, re-resolves field paths and re-dispatches operators each time, using the
+# plain semantic functions of values.py. The compiled predicate and the MongoDB compiler are
+# tested to agree with it.
 
 Profile = Mapping[str, Any]
 Outcome = tuple[bool, datetime | None]

@@ -1,11 +1,4 @@
-"""Compile a rule once into closures that evaluate a profile and say when the answer can change.
-
-Every node becomes a `test(profile, now) -> bool`; nodes whose answer moves with the clock
-(within_last, relative event windows, intents) also get `timed(profile, now) -> (matched,
-next_change_at)`. A group only takes the timed path when one of its children needs it, so
-time-independent rules never build tuples. The semantics are those of `values.py` and the
-MongoDB compiler; `naive.py` is the reference walk both are tested against.
-"""
+"""Compile a rule once into closures that evaluate a profile and say when the answer can change."""
 
 from __future__ import annotations
 
@@ -37,6 +30,12 @@ from audience_shared.rules.model import (
     TraitOperator,
 )
 from audience_shared.rules.values import Scalar, kind_of
+
+# Every node becomes a test(profile, now) -> bool; nodes whose answer moves with the clock
+# (within_last, relative event windows, intents) also get timed(profile, now) -> (matched,
+# next_change_at). A group only takes the timed path when one of its children needs it, so
+# time-independent rules never build tuples. The semantics are those of values.py and the
+# MongoDB compiler; naive.py is the reference walk both are tested against.
 
 Profile = Mapping[str, Any]
 Test = Callable[[Profile, datetime], bool]

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from audience_shared.profile import derived_event_field
 from audience_shared.rules.counters import CounterSpec, counter_key, uses_counter
 from audience_shared.rules.durations import parse_duration
+from audience_shared.rules.errors import RuleError
 from audience_shared.rules.model import (
     AbsoluteWindow,
     AudienceCondition,
+    Condition,
     EventCondition,
     Group,
     IntentCondition,
@@ -115,6 +117,31 @@ def _counter_spec(condition: EventCondition) -> CounterSpec:
         retention=parse_duration(window.last) if isinstance(window, RelativeWindow) else None,
         where_test=compile_property_filter(condition.where),
     )
+
+
+def resolve_audience_names(rule: Group, ids_by_name: Mapping[str, str]) -> Group:
+    """`rule` with every audience named only by name given its id (the name is kept).
+
+    Raises RuleError(code="unknown_audience") for a name missing from `ids_by_name`.
+    """
+
+    def resolve(node: Group | Condition) -> Group | Condition:
+        if isinstance(node, Group):
+            return node.model_copy(update={"rules": [resolve(child) for child in node.rules]})
+        if isinstance(node, AudienceCondition) and node.audience_id is None:
+            name = node.audience_name or ""
+            if name not in ids_by_name:
+                raise RuleError(
+                    "unknown_audience",
+                    f"there is no audience named {name!r} in this project",
+                    details={"audience_name": name},
+                )
+            return node.model_copy(update={"audience_id": ids_by_name[name]})
+        return node
+
+    resolved = resolve(rule)
+    assert isinstance(resolved, Group)
+    return resolved
 
 
 def find_audience_cycle(

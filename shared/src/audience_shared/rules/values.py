@@ -1,14 +1,14 @@
-"""Typed comparison semantics shared by both executors: a type mismatch is no match, never an error.
-
-Values fall into kinds (number, string, bool, datetime) the way BSON brackets types: a number
-never equals a bool (True != 1), strings compare with strings, datetimes with datetimes. A list
-matches a positive comparison when one of its elements does, like a MongoDB array field.
-"""
+"""Typed comparisons shared by both executors: a type mismatch is no match, never an error."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal, TypeGuard
+
+# Values fall into kinds (number, string, bool, datetime) the way BSON brackets types: a number
+# never equals a bool (True != 1), strings compare with strings, datetimes with datetimes. A list
+# matches a positive comparison when one of its elements does, like a MongoDB array field.
+# Profile values are untyped JSON-like data from the store, hence Any in these signatures.
 
 Kind = Literal["number", "string", "bool", "datetime"]
 Scalar = bool | int | float | str | datetime

@@ -1,0 +1,193 @@
+"""Lists in and out: Klaviyo integration and import, sync triggers, CSV imports, unloads."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+
+from audience_api.errors import ApiError, InvalidRequest
+from audience_api.routes.deps import ContainerDep, PrincipalDep
+
+router = APIRouter(prefix="/v1", tags=["sync"])
+
+UPLOAD_CHUNK = 1 << 20
+CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KlaviyoConnect(Strict):
+    project_id: str | None = None
+    api_key: str = Field(min_length=8, max_length=200)
+
+
+class KlaviyoImport(Strict):
+    project_id: str | None = None
+    list_ids: list[str] | None = Field(default=None, max_length=100)
+
+
+class SyncTrigger(Strict):
+    project_id: str | None = None
+    mode: Literal["full", "incremental"] = "full"
+
+
+class ExportCreate(Strict):
+    project_id: str | None = None
+    format: Literal["csv", "jsonl"] = "csv"
+    columns: list[str] | str | None = Field(
+        default=None, description="Column projection: a list, or a comma-separated clause"
+    )
+    include_traits: bool = False
+
+
+@router.post("/integrations/klaviyo", status_code=201)
+async def connect_klaviyo(
+    body: KlaviyoConnect, caller: PrincipalDep, services: ContainerDep
+) -> dict[str, Any]:
+    return await services.integrations.connect_klaviyo(caller, body.project_id, body.api_key)
+
+
+@router.get("/integrations/klaviyo")
+async def get_klaviyo(
+    caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> dict[str, Any]:
+    return await services.integrations.get_klaviyo(caller, project_id)
+
+
+@router.delete("/integrations/klaviyo", status_code=204)
+async def delete_klaviyo(
+    caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> Response:
+    await services.integrations.delete_klaviyo(caller, project_id)
+    return Response(status_code=204)
+
+
+@router.post("/audiences/import/klaviyo", status_code=201)
+async def import_klaviyo_lists(
+    caller: PrincipalDep, services: ContainerDep, body: KlaviyoImport | None = None
+) -> dict[str, Any]:
+    body = body or KlaviyoImport()
+    items = await services.integrations.import_klaviyo_lists(caller, body.project_id, body.list_ids)
+    return {"items": items}
+
+
+@router.post("/audiences/{audience_id}/sync", status_code=202)
+async def trigger_sync(
+    audience_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+    body: Annotated[SyncTrigger | None, Body()] = None,
+) -> dict[str, Any]:
+    body = body or SyncTrigger()
+    return await services.integrations.trigger_sync(
+        caller, audience_id, body.project_id or project_id, body.mode
+    )
+
+
+@router.get("/audiences/{audience_id}/sync")
+async def sync_status(
+    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> dict[str, Any]:
+    return await services.integrations.sync_status(caller, audience_id, project_id, None)
+
+
+@router.get("/audiences/{audience_id}/syncs/{run_id}")
+async def sync_run_status(
+    audience_id: str,
+    run_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+) -> dict[str, Any]:
+    return await services.integrations.sync_status(caller, audience_id, project_id, run_id)
+
+
+async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+@router.post("/audiences/{audience_id}/import", status_code=202)
+async def import_csv(
+    audience_id: str,
+    request: Request,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+) -> dict[str, Any]:
+    """A CSV as a multipart `file` part or as a `text/csv` body; streamed to disk, never held."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        # Starlette spools file parts to disk past 1 MB, so memory stays bounded here too.
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequest("file_required", "Send the CSV as a multipart part `file`")
+            named = form.get("project_id")
+            project = project_id or (named if isinstance(named, str) else None)
+            return await services.integrations.start_import(
+                caller, audience_id, project, _upload_chunks(upload)
+            )
+    if content_type.startswith(CSV_TYPES):
+        return await services.integrations.start_import(
+            caller, audience_id, project_id, request.stream()
+        )
+    raise UnsupportedMediaType(
+        "unsupported_media_type", "Send multipart/form-data with a `file` part, or text/csv"
+    )
+
+
+@router.get("/audiences/{audience_id}/imports/{import_id}")
+async def import_status(
+    audience_id: str,
+    import_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+) -> dict[str, Any]:
+    return await services.integrations.import_status(caller, audience_id, import_id, project_id)
+
+
+@router.post("/audiences/{audience_id}/export", status_code=202)
+async def start_export(
+    audience_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+    body: Annotated[ExportCreate | None, Body()] = None,
+) -> dict[str, Any]:
+    body = body or ExportCreate()
+    return await services.integrations.start_export(
+        caller,
+        audience_id,
+        body.project_id or project_id,
+        body.format,
+        body.columns,
+        body.include_traits,
+    )
+
+
+@router.get("/exports/{export_id}")
+async def export_status(
+    export_id: str, caller: PrincipalDep, services: ContainerDep
+) -> dict[str, Any]:
+    return await services.integrations.export_status(caller, export_id)
+
+
+@router.get("/exports/{export_id}/download")
+async def download_export(
+    export_id: str, caller: PrincipalDep, services: ContainerDep
+) -> FileResponse:
+    path, fmt = await services.integrations.export_file(caller, export_id)
+    return FileResponse(path, media_type=MEDIA_TYPES[fmt], filename=path.name)
