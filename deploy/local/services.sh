@@ -22,12 +22,14 @@ wait_healthy() {
   die "$name not healthy within 60s; see $LOG_DIR/$name.log"
 }
 
+# One at a time: the first to start creates the store's collections and indexes, and schema
+# changes must not race other clients' writes (FerretDB, see docs/operations.md).
 start() {
   AUDIENCES_PORT="$EVALUATOR_PORT" start_daemon evaluator "$VENV_BIN/audience-evaluator"
-  AUDIENCES_PORT="$SYNC_PORT" start_daemon sync "$VENV_BIN/audience-sync"
-  AUDIENCES_PORT="$API_PORT" start_daemon api "$VENV_BIN/audience-api"
   wait_healthy evaluator "$EVALUATOR_PORT"
+  AUDIENCES_PORT="$SYNC_PORT" start_daemon sync "$VENV_BIN/audience-sync"
   wait_healthy sync "$SYNC_PORT"
+  AUDIENCES_PORT="$API_PORT" start_daemon api "$VENV_BIN/audience-api"
   wait_healthy api "$API_PORT"
 }
 

@@ -103,6 +103,10 @@ def stack(kafka_bootstrap: str, mongo_url: str) -> Iterator[Stack]:
         "AUDIENCES_BOOTSTRAP_API_KEY": admin_key,
         "AUDIENCES_SWEEP_INTERVAL_S": "1",
         "AUDIENCES_LOG_LEVEL": "INFO",
+        # Consumer groups of this session only: another session on the same broker (or a
+        # `make up`) must never take this session's partitions.
+        "AUDIENCES_CONSUMER_GROUP": f"evaluator-{database}",
+        "AUDIENCES_SYNC_CONSUMER_GROUP": f"sync-{database}",
         # The sync tests serve their fake Klaviyo on this port (tests/fakes/klaviyo.py).
         "AUDIENCES_KLAVIYO_BASE_URL": f"http://127.0.0.1:{free_port()}",
         "AUDIENCES_IMPORTS_DIR": str(ROOT / ".local" / "test" / "data" / database / "imports"),
@@ -117,8 +121,13 @@ def stack(kafka_bootstrap: str, mongo_url: str) -> Iterator[Stack]:
         "api": ServiceProcess("api", free_port(), env),
         "sync": ServiceProcess("sync", free_port(), env),
     }
-    for service in services.values():
-        service.start()
+    try:
+        for service in services.values():
+            service.start()
+    except BaseException:
+        for service in services.values():
+            service.stop()
+        raise
     yield Stack(
         api_url=f"http://127.0.0.1:{services['api'].port}",
         admin_key=admin_key,

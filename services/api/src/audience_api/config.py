@@ -1,5 +1,7 @@
 """Settings of the REST gateway."""
 
+from pathlib import Path
+
 from pydantic import SecretStr
 
 from audience_shared.settings import BaseServiceSettings
@@ -13,5 +15,10 @@ class Settings(BaseServiceSettings):
     rate_limit_per_second: float = 50
     rate_limit_burst: int = 100
     max_body_bytes: int = 1_000_000
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    klaviyo_revision: str = "2024-10-15"
+    imports_dir: Path = Path(".local/data/imports")
+    exports_dir: Path = Path(".local/data/exports")
+    max_upload_bytes: int = 2_000_000_000
     # How long a create waits for materialization before answering with an estimate.
     create_wait_seconds: float = 2.0

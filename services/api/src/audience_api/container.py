@@ -14,8 +14,16 @@ from audience_api.adapters.mongo import (
     MongoStore,
     MongoTenancyRepository,
 )
+from audience_api.adapters.sync_store import (
+    FernetKeyCipher,
+    HttpKlaviyoLists,
+    KafkaCommandPublisher,
+    MongoSyncRecords,
+    TransferFiles,
+)
 from audience_api.config import Settings
 from audience_api.cursors import CursorCodec
+from audience_api.integrations import IntegrationService
 from audience_api.services import (
     AudienceService,
     IngestionService,
@@ -43,6 +51,8 @@ class Container:
     tenancy: TenancyService
     cursors: CursorCodec
     insights: InsightService
+    sync_records: MongoSyncRecords
+    integrations: IntegrationService
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -52,6 +62,8 @@ class Container:
         publisher = KafkaEventPublisher(broker)
         keys = MongoKeyRepository(store)
         audience_repo = MongoAudienceRepository(store)
+        audiences = AudienceService(audience_repo, publisher, settings.create_wait_seconds)
+        sync_records = MongoSyncRecords(store)
         tenancy_repo = MongoTenancyRepository(store)
         return cls(
             settings=settings,
@@ -60,7 +72,19 @@ class Container:
             store=store,
             publisher=publisher,
             keys=KeyService(keys),
-            audiences=AudienceService(audience_repo, publisher, settings.create_wait_seconds),
+            audiences=audiences,
+            sync_records=sync_records,
+            integrations=IntegrationService(
+                sync_records,
+                KafkaCommandPublisher(broker),
+                publisher,
+                audiences,
+                FernetKeyCipher(settings.secret_key.get_secret_value()),
+                HttpKlaviyoLists(settings.klaviyo_base_url, settings.klaviyo_revision),
+                TransferFiles(
+                    settings.imports_dir, settings.exports_dir, settings.max_upload_bytes
+                ),
+            ),
             insights=InsightService(MongoProfileReader(store), audience_repo),
             ingestion=IngestionService(publisher),
             tenancy_repo=tenancy_repo,
@@ -71,7 +95,7 @@ class Container:
     async def start(self) -> None:
         await ensure_topics(self.settings.kafka_bootstrap)
         await self.broker.connect()
-        await self.store.ensure_indexes()
+        await self.store.ensure_schema()
         if self.settings.bootstrap_api_key is not None:
             await self.tenancy_repo.ensure_organization(BOOTSTRAP_ORGANIZATION, "Demo")
             await self.keys.install_key(

@@ -9,9 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_api.config import Settings
 from audience_api.container import Container
+from audience_api.gzip_bodies import GzipRequestBodies
 from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
-from audience_api.routes import audiences, health, ingest, insights, tenancy
+from audience_api.routes import audiences, health, ingest, insights, segment, tenancy
+from audience_api.routes import sync as sync_routes
 from audience_shared.logging import configure_logging
 
 
@@ -35,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app, settings.max_body_bytes)
+    # Added after the body-size limit so it runs before it: the limit then sees inflated sizes.
+    app.add_middleware(GzipRequestBodies, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)
@@ -45,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(insights.router)
     app.include_router(audiences.router)
     app.include_router(ingest.router)
+    app.include_router(segment.router)
+    app.include_router(sync_routes.router)
     app.include_router(tenancy.router)
     return app
 

@@ -23,7 +23,9 @@ class AudienceCreate(Strict):
     filter: dict[str, Any] | None = None
     filters: list[dict[str, Any]] | None = None
     properties: dict[str, list[Any]] | None = None
-    refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] = "realtime"
+    refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] | None = Field(
+        default=None, description="Default by type: events realtime, intents daily, dataset weekly"
+    )
     group_id: str | None = None
 
     model_config = ConfigDict(

@@ -17,6 +17,7 @@ from audience_api.ports import (
     TenancyRepository,
 )
 from audience_shared import rules
+from audience_shared.commands import default_schedule, effective_schedule, next_refresh_at
 from audience_shared.events import AudienceChanged, UserEventBase
 from audience_shared.profile import decode_key
 
@@ -165,7 +166,8 @@ class AudienceService:
             "criteria": payload.get("criteria"),
             "rule": rule_json,
             "rule_version": 1,
-            "refresh_schedule": payload.get("refresh_schedule", "realtime"),
+            "refresh_schedule": payload.get("refresh_schedule")
+            or default_schedule(payload.get("type", "events")),
             "group_id": payload.get("group_id"),
             "archived": False,
             "created_at": now,
@@ -265,7 +267,9 @@ class AudienceService:
             "status": resource["status"],
             "progress": 1.0 if resource["status"] == "ready" else state.get("progress", 0.0),
             "last_refreshed_at": state.get("last_refreshed_at"),
-            "next_refresh_at": None,
+            "next_refresh_at": next_refresh_at(
+                effective_schedule(resource["kind"], resource["refresh_schedule"]), utcnow()
+            ),
             "error": state.get("error"),
         }
 

@@ -18,7 +18,6 @@ from audience_evaluator.adapters.mongo import (
     MongoAudienceCatalog,
     MongoMembershipStore,
     MongoProfileStore,
-    ensure_indexes,
 )
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
@@ -32,7 +31,8 @@ from audience_evaluator.services import (
     SweepService,
 )
 from audience_shared.kafka import ensure_topics, make_broker
-from audience_shared.store import connect_store, ping
+from audience_shared.schema import INDEXES, UNIQUE
+from audience_shared.store import connect_store, ensure_schema, ping
 from audience_shared.topics import PARTITIONS, Topic
 
 log = structlog.get_logger()
@@ -101,7 +101,8 @@ class Container:
             "startup", lambda: ensure_topics(self.settings.kafka_bootstrap)
         )
         await self.handlers.retrying(
-            "startup", lambda: ensure_indexes(self.client[self.settings.mongo_database])
+            "startup",
+            lambda: ensure_schema(self.client[self.settings.mongo_database], INDEXES, UNIQUE),
         )
         await self.handlers.retrying("startup", self.lifecycle.load_all)
 

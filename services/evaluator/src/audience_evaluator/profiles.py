@@ -25,6 +25,9 @@ from audience_shared.rules import CounterSpec
 
 Profile = dict[str, Any]
 
+# Segment-style group calls set traits under groups.<group id> (see docs/segment.md).
+GROUPS_TRAIT = "groups"
+
 # Event ids remembered per user to drop redeliveries; a user's events share one partition, so a
 # redelivery follows its original closely.
 SEEN_IDS_KEPT = 500
@@ -126,6 +129,9 @@ def _fold_traits(profile: Profile, traits: Mapping[str, Any], at: datetime) -> s
     times: dict[str, datetime] = profile.setdefault("trait_times", {})
     changed: set[str] = set()
     for name, value in traits.items():
+        if name == GROUPS_TRAIT and isinstance(value, dict):
+            changed |= _fold_groups(current, times, value, at)
+            continue
         key = encode_key(name)
         previous_at = times.get(key)
         if previous_at is not None and at < previous_at:
@@ -136,6 +142,25 @@ def _fold_traits(profile: Profile, traits: Mapping[str, Any], at: datetime) -> s
             current[name] = coerced
             changed.add(f"trait:{name}")
     return changed
+
+
+def _fold_groups(
+    current: dict[str, Any], times: dict[str, datetime], groups: Mapping[str, Any], at: datetime
+) -> set[str]:
+    """A group call names one group: merge it by group id, so the user keeps its other groups."""
+    held = current.get(GROUPS_TRAIT)
+    merged: dict[str, Any] = dict(held) if isinstance(held, dict) else {}
+    for group_id, group_traits in groups.items():
+        key = encode_key(f"{GROUPS_TRAIT}.{group_id}")
+        previous_at = times.get(key)
+        if previous_at is not None and at < previous_at:
+            continue
+        times[key] = at
+        merged[group_id] = coerce_trait_value(group_traits)
+    if merged == held:
+        return set()
+    current[GROUPS_TRAIT] = merged
+    return {f"trait:{GROUPS_TRAIT}"}
 
 
 def _fold_list(profile: Profile, event: ListMembershipChanged, at: datetime) -> set[str]:

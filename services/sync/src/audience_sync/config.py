@@ -11,7 +11,7 @@ SYNC_GROUP = "audiences-sync"
 
 class Settings(BaseServiceSettings):
     port: int = 8002
-    consumer_group: str = SYNC_GROUP
+    sync_consumer_group: str = SYNC_GROUP
     # Must equal the api's: integration keys are encrypted with material derived from it.
     secret_key: SecretStr = SecretStr("audiences-development-secret-change-me")
 

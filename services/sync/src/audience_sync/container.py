@@ -14,7 +14,8 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from audience_shared.kafka import ensure_topics, make_broker
-from audience_shared.store import connect_store, ping
+from audience_shared.schema import INDEXES, UNIQUE
+from audience_shared.store import connect_store, ensure_schema, ping
 from audience_sync.adapters.files import CsvFiles, ExportFile
 from audience_sync.adapters.kafka import (
     KafkaCommandPublisher,
@@ -28,7 +29,6 @@ from audience_sync.adapters.mongo import (
     MongoMemberSource,
     MongoScheduleStore,
     MongoSyncStore,
-    ensure_indexes,
 )
 from audience_sync.adapters.secrets import integration_cipher
 from audience_sync.config import Settings
@@ -135,7 +135,7 @@ class Container:
         """Topics, indexes, producers and consumers, retried until the broker and store answer."""
         await self.handlers.retrying(lambda: ensure_topics(self.settings.kafka_bootstrap))
         await self.handlers.retrying(
-            lambda: ensure_indexes(self.client[self.settings.mongo_database])
+            lambda: ensure_schema(self.client[self.settings.mongo_database], INDEXES, UNIQUE)
         )
         self.settings.imports_dir.mkdir(parents=True, exist_ok=True)
         self.settings.exports_dir.mkdir(parents=True, exist_ok=True)

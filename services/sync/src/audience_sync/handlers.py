@@ -110,7 +110,7 @@ class SyncHandlers:
     def register(self, broker: KafkaBroker) -> None:
         broker.subscriber(
             Topic.SYNC_REQUESTS,
-            group_id=self._settings.consumer_group,
+            group_id=self._settings.sync_consumer_group,
             batch=True,
             max_records=100,
             batch_timeout_ms=50,

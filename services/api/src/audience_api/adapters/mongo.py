@@ -9,6 +9,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.rules import Group
+from audience_shared.schema import INDEXES, UNIQUE
+from audience_shared.store import ensure_schema
 
 Document = dict[str, Any]
 
@@ -20,12 +22,8 @@ class MongoStore:
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
 
-    async def ensure_indexes(self) -> None:
-        await self.db.audiences.create_index(
-            [("project_id", ASCENDING), ("archived", ASCENDING), ("_id", ASCENDING)]
-        )
-        await self.db.api_keys.create_index([("hash", ASCENDING)], unique=True)
-        await self.db.memberships.create_index([("audience_id", ASCENDING), ("user_id", ASCENDING)])
+    async def ensure_schema(self) -> None:
+        await ensure_schema(self.db, INDEXES, UNIQUE)
 
 
 class MongoAudienceRepository:

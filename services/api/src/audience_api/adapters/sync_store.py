@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from faststream.kafka import KafkaBroker
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from audience_api.adapters.mongo import MongoStore
@@ -54,15 +54,6 @@ class MongoSyncRecords:
 
     def __init__(self, store: MongoStore) -> None:
         self._db = store.db
-
-    async def ensure_indexes(self) -> None:
-        for collection in ("sync_runs", "imports", "exports"):
-            await self._db[collection].create_index(
-                [("audience_id", ASCENDING), ("created_at", ASCENDING)]
-            )
-        await self._db.audiences.create_index(
-            [("project_id", ASCENDING), ("sync_source.list_id", ASCENDING)]
-        )
 
     async def project_organization(self, project_id: str) -> str | None:
         doc = await self._db.projects.find_one({"_id": project_id}, {"organization_id": 1})

@@ -9,7 +9,9 @@ from pydantic import ValidationError
 from audience_api.errors import InvalidRequest
 from audience_api.metrics import EVENTS_ACCEPTED
 from audience_api.routes.deps import ContainerDep, PrincipalDep
+from audience_api.routes.segment import accept_spec_identify
 from audience_api.schemas import IdentifyItem, IngestAccepted, TrackItem
+from audience_api.segment import is_spec_message
 from audience_shared.events import EventTracked, TraitsIdentified, UserEventBase, utcnow
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
@@ -102,6 +104,9 @@ async def identify(
     services: ContainerDep,
     body: Any = Body(examples=[{"user_id": "u1", "traits": {"plan": "premium"}}]),  # noqa: B008
 ) -> JSONResponse:
+    # Segment-style SDKs post their camelCase identify here too; one path serves both shapes.
+    if is_spec_message(body):
+        return await accept_spec_identify(caller, services, body)
     return await _ingest(body, caller, services, _identify, IdentifyItem)
 
 

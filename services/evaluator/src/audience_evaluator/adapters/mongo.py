@@ -11,6 +11,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
 from audience_shared.rules import Group
+from audience_shared.store import BULK_CHUNK, bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -18,13 +19,6 @@ DUPLICATE_KEY = 11000
 
 def membership_id(audience_id: str, profile_id: str) -> str:
     return f"{audience_id}|{profile_id}"
-
-
-async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    await db.profiles.create_index([("project_id", ASCENDING), ("_id", ASCENDING)])
-    await db.profiles.create_index([("due_at", ASCENDING)])
-    await db.memberships.create_index([("audience_id", ASCENDING), ("user_id", ASCENDING)])
-    await db.memberships.create_index([("audience_id", ASCENDING), ("profile_id", ASCENDING)])
 
 
 class MongoProfileStore:
@@ -38,8 +32,12 @@ class MongoProfileStore:
         return {doc["_id"]: doc async for doc in cursor}
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
-        if not writes:
-            return set()
+        conflicts: set[str] = set()
+        for start in range(0, len(writes), BULK_CHUNK):
+            conflicts |= await self._commit_chunk(writes[start : start + BULK_CHUNK])
+        return conflicts
+
+    async def _commit_chunk(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
         ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for profile, expected in writes:
             if expected == 0:
@@ -69,12 +67,12 @@ class MongoProfileStore:
     async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None:
         if not committed:
             return
-        await self._profiles.bulk_write(
+        await bulk_write_chunked(
+            self._profiles,
             [
                 UpdateOne({"_id": pid, "version": version}, {"$set": {"outbox": []}})
                 for pid, version in committed
             ],
-            ordered=False,
         )
 
     async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
@@ -132,16 +130,16 @@ class MongoMembershipStore:
             else:
                 ops.append(DeleteOne({"_id": _id}))
         if ops:
-            await self._memberships.bulk_write(ops, ordered=False)
+            await bulk_write_chunked(self._memberships, ops)
 
     async def adjust_counts(self, deltas: Mapping[str, int]) -> None:
         if deltas:
-            await self._state.bulk_write(
+            await bulk_write_chunked(
+                self._state,
                 [
                     UpdateOne({"_id": aud}, {"$inc": {"member_count": delta}}, upsert=True)
                     for aud, delta in deltas.items()
                 ],
-                ordered=False,
             )
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:

@@ -7,7 +7,9 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from audience_shared.store import bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -18,36 +20,6 @@ JOB_COLLECTIONS = {"sync": "sync_runs", "import": "imports", "export": "exports"
 
 class LeaseLost(Exception):
     """Another worker took this record over (our lease lapsed); stop working on it."""
-
-
-# Every collection the service writes, created up front: FerretDB 1.24 can deadlock when a
-# collection is created implicitly (DDL) while other clients' queries are running.
-OWN_COLLECTIONS = (
-    *JOB_COLLECTIONS.values(),
-    "list_members",
-    "identity_links",
-    "sync_states",
-    "schedules",
-    "schedule_leases",
-)
-
-
-async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    existing = set(await db.list_collection_names())
-    for name in OWN_COLLECTIONS:
-        if name not in existing:
-            with contextlib.suppress(CollectionInvalid):
-                await db.create_collection(name)
-    for collection in JOB_COLLECTIONS.values():
-        await db[collection].create_index([("status", ASCENDING), ("created_at", ASCENDING)])
-        await db[collection].create_index([("audience_id", ASCENDING), ("created_at", ASCENDING)])
-    await db.list_members.create_index(
-        [("audience_id", ASCENDING), ("member", ASCENDING), ("last_seen_run", ASCENDING)]
-    )
-    # Mapping source records to users looks profiles up by these traits.
-    for trait in ("external_id", "email", "phone"):
-        await db.profiles.create_index([("project_id", ASCENDING), (f"traits.{trait}", ASCENDING)])
-    await db.memberships.create_index([("audience_id", ASCENDING), ("user_id", ASCENDING)])
 
 
 class MongoJobStore:
@@ -131,7 +103,8 @@ class MongoSyncStore:
     ) -> None:
         if not seen:
             return
-        await self._db.list_members.bulk_write(
+        await bulk_write_chunked(
+            self._db.list_members,
             [
                 UpdateOne(
                     {"_id": f"{audience_id}|{item['user_id']}"},
@@ -151,7 +124,6 @@ class MongoSyncStore:
                 )
                 for item in seen
             ],
-            ordered=False,
         )
 
     async def unseen_members(self, audience_id: str, run_id: str, limit: int) -> list[str]:
@@ -200,7 +172,8 @@ class MongoIdentityStore:
 
     async def save_links(self, project_id: str, links: dict[str, str]) -> None:
         try:
-            await self._db.identity_links.bulk_write(
+            await bulk_write_chunked(
+                self._db.identity_links,
                 [
                     UpdateOne(
                         {"_id": f"{project_id}|{key}"},
@@ -209,7 +182,6 @@ class MongoIdentityStore:
                     )
                     for key, user_id in links.items()
                 ],
-                ordered=False,
             )
         except (BulkWriteError, KeyError):
             # Two workers linking one key at once: the first link stands, as intended. (FerretDB

@@ -1,0 +1,48 @@
+"""Every collection and index of the Audiences database, in one place.
+
+Each service applies the whole schema at startup with `ensure_schema`, which issues DDL only for
+what is missing: the first service to start creates everything, the others change nothing.
+"""
+
+from pymongo import ASCENDING
+
+from audience_shared.store import IndexKeys
+
+A = ASCENDING
+
+INDEXES: dict[str, list[IndexKeys]] = {
+    "organizations": [],
+    "projects": [[("organization_id", A)]],
+    "api_keys": [[("organization_id", A), ("project_id", A)]],
+    "audiences": [
+        [("project_id", A), ("archived", A), ("_id", A)],
+        [("project_id", A), ("sync_source.list_id", A)],
+    ],
+    "audience_state": [],
+    "profiles": [
+        [("project_id", A), ("_id", A)],
+        [("due_at", A)],
+        [("audiences", A)],
+        [("lists", A)],
+        [("project_id", A), ("traits.external_id", A)],
+        [("project_id", A), ("traits.email", A)],
+        [("project_id", A), ("traits.phone", A)],
+    ],
+    "memberships": [
+        [("audience_id", A), ("user_id", A)],
+        [("audience_id", A), ("profile_id", A)],
+    ],
+    "sync_runs": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
+    "imports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
+    "exports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
+    "list_members": [[("audience_id", A), ("member", A), ("last_seen_run", A)]],
+    "identity_links": [],
+    "sync_states": [],
+    "schedules": [],
+    "schedule_leases": [],
+    "integrations": [],
+}
+
+UNIQUE: dict[str, list[IndexKeys]] = {
+    "api_keys": [[("hash", A)]],
+}
