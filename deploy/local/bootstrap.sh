@@ -3,12 +3,13 @@
 source "$(dirname "$0")/lib.sh"
 
 UV_VERSION="0.13.9"
-UV="$LOCAL/tools/bin/uv"
+TOOLS="$ROOT/.local/tools"
+UV="$TOOLS/bin/uv"
 
 if [[ ! -x "$UV" ]]; then
   log "installing uv $UV_VERSION (first run only)"
-  python3 -m venv "$LOCAL/tools"
-  "$LOCAL/tools/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
+  python3 -m venv "$TOOLS"
+  "$TOOLS/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 cd "$ROOT"
 # --frozen: install exactly what uv.lock says; the lock file is the one source of versions.

@@ -1,7 +1,7 @@
 """In-memory fakes of the evaluator's ports, for fast unit tests of the use cases."""
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,9 @@ class FakeProfileStore:
         for pid, version in committed:
             if self.docs[pid]["version"] == version:
                 self.docs[pid]["outbox"] = []
+
+    async def profile_ids_with_outbox(self, limit: int) -> list[str]:
+        return [pid for pid, doc in self.docs.items() if doc.get("outbox")][:limit]
 
     async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
         return [
@@ -73,6 +76,7 @@ class FakeMembershipStore:
     def __init__(self) -> None:
         self.members: dict[str, set[str]] = {}
         self.counts: dict[str, int] = {}
+        self.applied: set[str] = set()
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
         for change in changes:
@@ -83,9 +87,13 @@ class FakeMembershipStore:
             else:
                 members.discard(pid)
 
-    async def adjust_counts(self, deltas: Mapping[str, int]) -> None:
-        for audience_id, delta in deltas.items():
-            self.counts[audience_id] = self.counts.get(audience_id, 0) + delta
+    async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
+        for change in changes:
+            if change.event_id in self.applied:
+                continue
+            self.applied.add(change.event_id)
+            delta = 1 if change.type == "membership.entered" else -1
+            self.counts[change.audience_id] = self.counts.get(change.audience_id, 0) + delta
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         return sorted(self.members.get(audience_id, set()))

@@ -205,6 +205,7 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     assert world.members("aud_p") == {"u1"}
+    assert world.memberships.counts["aud_p"] == 1  # the replay did not count twice
     assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
 
 
@@ -292,3 +293,18 @@ async def test_events_for_merged_anonymous_id__land_on_the_user(world: World) ->
     await world.service.apply_user_events([track(anon, "app_open", event_id="c1")])
     assert world.members("aud_openers") == {"u3"}
     assert world.profiles.docs[f"{PROJECT}/u3"]["event_count"] == 2
+
+
+async def test_sweeper__stranded_outbox__delivered_without_new_events(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+
+    async def crash(changes: object) -> None:
+        raise ConnectionError("broker down")
+
+    world.publisher.publish = crash  # type: ignore[method-assign,assignment]
+    with pytest.raises(ConnectionError):
+        await world.service.apply_user_events([identify("u9", plan="premium")])
+    world.publisher.publish = FakePublisher.publish.__get__(world.publisher)  # type: ignore[method-assign]
+    await world.sweeper.sweep_once()
+    assert [c.user_id for c in world.publisher.published] == ["u9"]
+    assert world.memberships.counts["aud_p"] == 1

@@ -1,6 +1,6 @@
 """The evaluator's ports: what the membership use cases need from the store and the broker."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -21,6 +21,10 @@ class ProfileStore(Protocol):
 
     async def due_profile_ids(self, now: datetime, limit: int) -> list[str]: ...
 
+    async def profile_ids_with_outbox(self, limit: int) -> list[str]:
+        """Profiles whose committed membership changes were not all delivered (a crash)."""
+        ...
+
     async def profile_ids_matching(
         self,
         project_id: str,
@@ -39,7 +43,7 @@ class ProfileStore(Protocol):
 class MembershipStore(Protocol):
     async def apply(self, changes: Sequence[MembershipChanged]) -> None: ...
 
-    async def adjust_counts(self, deltas: Mapping[str, int]) -> None: ...
+    async def count_changes(self, changes: Sequence[MembershipChanged]) -> None: ...
 
     async def member_profile_ids(self, audience_id: str) -> list[str]: ...
 

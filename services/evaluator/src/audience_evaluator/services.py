@@ -157,14 +157,11 @@ class MembershipService:
         return len(changes)
 
     async def _deliver(self, changes: list[MembershipChanged]) -> None:
-        """Memberships, counts, then events; all idempotent except counts (reconciled)."""
+        """Memberships, counts, then events: each step idempotent, so a replay is harmless."""
         if not changes:
             return
         await self._memberships.apply(changes)
-        deltas: dict[str, int] = defaultdict(int)
-        for change in changes:
-            deltas[change.audience_id] += 1 if change.type == "membership.entered" else -1
-        await self._memberships.adjust_counts({k: v for k, v in deltas.items() if v})
+        await self._memberships.count_changes(changes)
         await self._publisher.publish(changes)
 
     def _apply(
@@ -449,7 +446,14 @@ class SweepService:
         self._clock = clock
 
     async def sweep_once(self, limit: int = 1000) -> int:
+        # Undelivered outboxes first: touching a profile replays its outbox.
+        stranded = await self._profiles.profile_ids_with_outbox(limit)
+        changes = 0
+        if stranded:
+            changes += await self._service.process({pid: Work() for pid in stranded}, "event")
         ids = await self._profiles.due_profile_ids(self._clock(), limit)
-        if not ids:
-            return 0
-        return await self._service.process({pid: Work(due_only=True) for pid in ids}, reason="time")
+        if ids:
+            changes += await self._service.process(
+                {pid: Work(due_only=True) for pid in ids}, reason="time"
+            )
+        return changes

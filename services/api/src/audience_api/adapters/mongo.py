@@ -46,7 +46,7 @@ class MongoAudienceRepository:
         return [doc async for doc in cursor]
 
     async def state(self, audience_id: str) -> Document | None:
-        return await self._db.audience_state.find_one({"_id": audience_id})
+        return await self._db.audience_state.find_one({"_id": audience_id}, {"applied": 0})
 
     async def update(self, audience_id: str, expected_version: int, fields: Document) -> bool:
         """Version-guarded update: a concurrent edit makes this one fail rather than interleave."""

@@ -1,6 +1,6 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ from audience_shared.store import BULK_CHUNK, bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+APPLIED_KEPT = 2000
 
 
 def membership_id(audience_id: str, profile_id: str) -> str:
@@ -75,6 +76,10 @@ class MongoProfileStore:
             ],
         )
 
+    async def profile_ids_with_outbox(self, limit: int) -> list[str]:
+        cursor = self._profiles.find({"outbox.0": {"$exists": True}}, {"_id": 1}).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
     async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
         cursor = self._profiles.find({"due_at": {"$lte": now}}, {"_id": 1}).limit(limit)
         return [doc["_id"] async for doc in cursor]
@@ -132,24 +137,45 @@ class MongoMembershipStore:
         if ops:
             await bulk_write_chunked(self._memberships, ops)
 
-    async def adjust_counts(self, deltas: Mapping[str, int]) -> None:
-        if deltas:
-            await bulk_write_chunked(
-                self._state,
-                [
-                    UpdateOne({"_id": aud}, {"$inc": {"member_count": delta}}, upsert=True)
-                    for aud, delta in deltas.items()
-                ],
+    async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
+        """Move each audience's count once per change, even when a crash makes us replay it.
+
+        The change's id is pushed onto the counter document in the same single-document update
+        that moves the count, and the update only matches while the id is absent.
+        """
+        ops = [
+            UpdateOne(
+                {"_id": change.audience_id, "applied": {"$ne": change.event_id}},
+                {
+                    "$inc": {"member_count": 1 if change.type == "membership.entered" else -1},
+                    "$push": {"applied": change.event_id},
+                },
+                upsert=True,
             )
+            for change in changes
+        ]
+        for start in range(0, len(ops), BULK_CHUNK):
+            try:
+                await self._state.bulk_write(ops[start : start + BULK_CHUNK], ordered=False)
+            except BulkWriteError as exc:
+                # An already-applied change fails its filter and its upsert hits the _id: done.
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
         return [doc["profile_id"] async for doc in cursor]
 
     async def reconcile_count(self, audience_id: str) -> int:
+        """Exact count from the memberships; also trims the applied-change ids to recent ones
+        (a replay only ever follows its original closely)."""
         count = await self._memberships.count_documents({"audience_id": audience_id})
+        state = await self._state.find_one({"_id": audience_id}, {"applied": 1}) or {}
+        applied = state.get("applied", [])
         await self._state.update_one(
-            {"_id": audience_id}, {"$set": {"member_count": count}}, upsert=True
+            {"_id": audience_id},
+            {"$set": {"member_count": count, "applied": applied[-APPLIED_KEPT:]}},
+            upsert=True,
         )
         return count
 
@@ -165,13 +191,13 @@ class MongoAudienceCatalog:
         return [doc async for doc in self._audiences.find({"archived": False})]
 
     async def audience(self, audience_id: str) -> Document | None:
-        return await self._audiences.find_one({"_id": audience_id})
+        return await self._audiences.find_one({"_id": audience_id}, {"applied": 0})
 
     async def set_state(self, audience_id: str, fields: Document) -> None:
         await self._state.update_one({"_id": audience_id}, {"$set": fields}, upsert=True)
 
     async def state(self, audience_id: str) -> Document | None:
-        return await self._state.find_one({"_id": audience_id})
+        return await self._state.find_one({"_id": audience_id}, {"applied": 0})
 
     async def claim_build(
         self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
