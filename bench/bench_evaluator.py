@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient, UpdateOne
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from audience_shared.kafka import ensure_topics
 from audience_shared.rules import parse_criteria
+from audience_shared.store import bulk_write_chunked
 from audience_shared.topics import Topic
 from bench.infra import ROOT, fresh_infrastructure
 
@@ -194,12 +196,12 @@ async def raw_upserts(url: str, documents: int) -> float:
         "version": 3,
     }
     started = time.perf_counter()
-    for start in range(0, documents, 500):
-        ops = [
-            UpdateOne({"_id": f"{PROJECT}/u{n}"}, {"$set": sample}, upsert=True)
-            for n in range(start, min(start + 500, documents))
-        ]
-        await collection.bulk_write(ops, ordered=False)
+    # Same command size as the evaluator's writes (BULK_CHUNK): the store's real limit.
+    ops = [
+        UpdateOne({"_id": f"{PROJECT}/u{n}"}, {"$set": sample}, upsert=True)
+        for n in range(documents)
+    ]
+    await bulk_write_chunked(collection, ops)
     rate = documents / (time.perf_counter() - started)
     await client.close()
     return rate
@@ -340,7 +342,12 @@ async def latency(bootstrap: str, rate: int, seconds: int) -> tuple[float, float
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with fresh_infrastructure("evaluator", 39092, 47027) as env:
         bootstrap, url = env["AUDIENCES_KAFKA_BOOTSTRAP"], env["AUDIENCES_MONGO_URL"]
-        await ensure_topics(bootstrap)
+        for _ in range(60):  # the broker accepts connections a moment after it listens
+            try:
+                await ensure_topics(bootstrap)
+                break
+            except KafkaError:
+                await asyncio.sleep(1)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
         await client["bench"].audiences.insert_many(audience_docs(args.audiences))
         await client.close()

@@ -10,6 +10,9 @@ export AUDIENCES_STORE_PORT="${AUDIENCES_TEST_STORE_PORT:-37027}"
 source "$HERE/lib.sh"
 
 "$HERE/bootstrap.sh"
+# Every run starts from an empty broker and store, so nothing of an earlier run is replayed.
+for s in kafka store; do "$HERE/$s.sh" stop; done
+rm -rf "$LOCAL/kafka" "$LOCAL/store"
 started=()
 if [[ -z "${AUDIENCES_KAFKA_BOOTSTRAP:-}" ]]; then
   "$HERE/kafka.sh" start; started+=(kafka)

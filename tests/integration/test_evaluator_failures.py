@@ -1,7 +1,9 @@
 """Evaluator under failure: kill -9 mid-stream, the store stopped, two processes sharing work."""
 
 import asyncio
+import os
 import random
+import secrets
 import subprocess
 import time
 from collections import Counter
@@ -90,32 +92,31 @@ async def test_two_evaluators__share_partitions__nothing_lost(
 
 
 async def test_store_stopped_10s_mid_stream__evaluator_recovers_by_itself(
-    kafka_bootstrap: str, tmp_path: Path
+    stack: Stack, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """A store of this test's own is stopped for 10 s while events flow; nothing is lost.
+
+    The session's evaluator is paused meanwhile and this test's evaluator takes its consumer
+    group, so it reads only this test's events (the session's store is not the one stopped).
+    """
     port = free_port()
     env_store = {
         "AUDIENCES_LOCAL_DIR": str(tmp_path / "local"),
         "AUDIENCES_CACHE_DIR": str(ROOT / ".local" / "cache"),
         "AUDIENCES_STORE_PORT": str(port),
-        "PATH": __import__("os").environ["PATH"],
+        "PATH": os.environ["PATH"],
     }
     store_script = str(ROOT / "deploy" / "local" / "store.sh")
-    env_store.pop("AUDIENCES_MONGO_URL", None)
     subprocess.run([store_script, "start"], env=env_store, check=True, capture_output=True)
-    url = f"mongodb://127.0.0.1:{port}/"
-    import os
-    import secrets
-
     admin_key = f"sk_test_{secrets.token_hex(8)}"
     env = {
-        **os.environ,
-        "AUDIENCES_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "AUDIENCES_MONGO_URL": url,
+        **stack.env,
+        "AUDIENCES_MONGO_URL": f"mongodb://127.0.0.1:{port}/",
         "AUDIENCES_MONGO_DATABASE": "outage",
-        # Its own consumer group: the session's evaluator writes to another store.
-        "AUDIENCES_CONSUMER_GROUP": f"outage-{secrets.token_hex(4)}",
         "AUDIENCES_BOOTSTRAP_API_KEY": admin_key,
     }
+    session_evaluator = stack.services["evaluator"]
+    session_evaluator.stop()
     services = [
         ServiceProcess("evaluator-outage", free_port(), env),
         ServiceProcess("api-outage", free_port(), env),
@@ -124,14 +125,12 @@ async def test_store_stopped_10s_mid_stream__evaluator_recovers_by_itself(
         for service in services:
             service.start()
         api = f"http://127.0.0.1:{services[1].port}"
-        async with httpx.AsyncClient(
-            base_url=api, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
-        ) as admin:
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with httpx.AsyncClient(base_url=api, headers=headers, timeout=30) as admin:
             project = (await admin.post("/v1/projects", json={"name": "outage"})).json()["id"]
             key = (await admin.post("/v1/keys", json={"project_id": project})).json()["key"]
-        async with httpx.AsyncClient(
-            base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        ) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=api, headers=headers, timeout=30) as client:
             audience = await create(client, "Users who triggered event=app_open at least 4 times")
             records, opens = stream(project, users=100, events=3000, seed=3)
             await produce(kafka_bootstrap, records[:1000])
@@ -141,8 +140,9 @@ async def test_store_stopped_10s_mid_stream__evaluator_recovers_by_itself(
             await asyncio.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
             subprocess.run([store_script, "start"], env=env_store, check=True, capture_output=True)
             expected = {user for user, n in opens.items() if n >= 4}
-            await wait_for_count(client, audience, len(expected), timeout=90)
+            await wait_for_count(client, audience, len(expected), timeout=120)
     finally:
         for service in services:
             service.stop()
         subprocess.run([store_script, "stop"], env=env_store, check=False, capture_output=True)
+        session_evaluator.start()

@@ -114,8 +114,7 @@ class Container:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
-                async with self.handlers.lock:
-                    await self.sweeper.sweep_once()
+                await self.sweeper.sweep_once(self.handlers.lock)
             except Exception as exc:
                 log.warning("sweep.failed", error=repr(exc), transient=is_transient(exc))
 

@@ -1,8 +1,9 @@
 """Kafka handlers of the evaluator: decode each record, call one service, acknowledge after."""
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -48,6 +49,22 @@ def _on_retry(what: str, state: RetryCallState) -> None:
         attempt=state.attempt_number,
         error=repr(state.outcome.exception()) if state.outcome else None,
     )
+
+
+@contextlib.contextmanager
+def _logged_failures(what: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Iterator[None]:
+    """FastStream swallows handler exceptions; log each with its traceback before the batch is
+    rewound (nack) and redelivered."""
+    try:
+        yield
+    except Exception:
+        log.exception(
+            "batch.failed",
+            work=what,
+            records=len(records),
+            partitions=sorted({r.partition for r in records}),
+        )
+        raise
 
 
 async def raw_records(msg: StreamMessage[Any]) -> Any:
@@ -116,6 +133,10 @@ class EvaluatorHandlers:
         return good
 
     async def on_user_events(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        with _logged_failures("user_events", records):
+            await self._on_user_events(records)
+
+    async def _on_user_events(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         events: list[UserEventBase] = await self._decode(records, user_event_adapter.validate_json)
         if not events:
             return
@@ -129,6 +150,10 @@ class EvaluatorHandlers:
         log.debug("batch.processed", events=len(events), membership_changes=changes)
 
     async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        with _logged_failures("audience_changes", records):
+            await self._on_audience_changes(records)
+
+    async def _on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         changes = await self._decode(records, AudienceChanged.model_validate_json)
         for change in changes:
             structlog.contextvars.bind_contextvars(audience_id=change.audience_id)

@@ -1,5 +1,6 @@
 """Use cases of the evaluator: fold events, decide memberships, time-driven changes, lifecycle."""
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class MembershipService:
                 writes.append((profile, version))
             conflicts = await self._profiles.commit_profiles(writes)
             for profile, _version in writes:
-                if profile["_id"] not in conflicts:
+                if profile["_id"] not in conflicts and outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])
                     committed.append((profile["_id"], profile["version"]))
             # A conflict on a merge source retries the whole user, so the merge stays atomic.
@@ -445,15 +446,19 @@ class SweepService:
         self._service = membership_service
         self._clock = clock
 
-    async def sweep_once(self, limit: int = 1000) -> int:
+    async def sweep_once(self, lock: asyncio.Lock | None = None, limit: int = 1000) -> int:
+        """One pass; the scans run outside `lock`, only the re-evaluation holds it."""
+        guard = lock or asyncio.Lock()
+        changes = 0
         # Undelivered outboxes first: touching a profile replays its outbox.
         stranded = await self._profiles.profile_ids_with_outbox(limit)
-        changes = 0
         if stranded:
-            changes += await self._service.process({pid: Work() for pid in stranded}, "event")
+            async with guard:
+                changes += await self._service.process({pid: Work() for pid in stranded}, "event")
         ids = await self._profiles.due_profile_ids(self._clock(), limit)
         if ids:
-            changes += await self._service.process(
-                {pid: Work(due_only=True) for pid in ids}, reason="time"
-            )
+            async with guard:
+                changes += await self._service.process(
+                    {pid: Work(due_only=True) for pid in ids}, reason="time"
+                )
         return changes
