@@ -3,10 +3,10 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.results import BulkWriteResult
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 Document = dict[str, Any]
 IndexKeys = Sequence[tuple[str, int]]
@@ -63,12 +63,40 @@ async def ensure_schema(
 
 
 async def bulk_write_chunked(
-    collection: AsyncCollection[Document], ops: Sequence[Any]
-) -> list[BulkWriteResult]:
-    """Unordered bulk writes in small commands (see BULK_CHUNK); results per chunk, in order."""
-    results = []
+    collection: AsyncCollection[Document], ops: Sequence[Any], ignore_duplicates: bool = False
+) -> None:
+    """Unordered bulk writes in small commands (see BULK_CHUNK).
+
+    A chunk that reports a write error is re-applied one operation at a time (every caller's
+    operations are idempotent): FerretDB answers such a bulk without `nModified`, which pymongo
+    cannot merge (KeyError), so its per-operation errors are unreadable. With
+    `ignore_duplicates`, an operation refused for a duplicate key counts as already done.
+    """
     for start in range(0, len(ops), BULK_CHUNK):
-        results.append(
-            await collection.bulk_write(list(ops[start : start + BULK_CHUNK]), ordered=False)
-        )
-    return results
+        chunk = list(ops[start : start + BULK_CHUNK])
+        try:
+            await collection.bulk_write(chunk, ordered=False)
+        except (BulkWriteError, KeyError):
+            for op in chunk:
+                try:
+                    await apply_one(collection, op)
+                except DuplicateKeyError:
+                    if not ignore_duplicates:
+                        raise
+
+
+async def apply_one(collection: AsyncCollection[Document], op: Any) -> int:
+    """One bulk operation as its own command; returns how many documents it matched or wrote."""
+    # pymongo's operation classes keep their arguments in these attributes.
+    if isinstance(op, InsertOne):
+        await collection.insert_one(op._doc)
+        return 1
+    if isinstance(op, ReplaceOne):
+        result = await collection.replace_one(op._filter, op._doc, upsert=bool(op._upsert))
+        return result.matched_count + (1 if result.upserted_id is not None else 0)
+    if isinstance(op, UpdateOne):
+        result = await collection.update_one(op._filter, op._doc, upsert=bool(op._upsert))
+        return result.matched_count + (1 if result.upserted_id is not None else 0)
+    if isinstance(op, DeleteOne):
+        return (await collection.delete_one(op._filter)).deleted_count
+    raise TypeError(f"unsupported bulk operation {op!r}")

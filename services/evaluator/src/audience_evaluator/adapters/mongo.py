@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
 from audience_shared.rules import Group
-from audience_shared.store import BULK_CHUNK, bulk_write_chunked
+from audience_shared.store import BULK_CHUNK, apply_one, bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -49,13 +49,16 @@ class MongoProfileStore:
         try:
             result = await self._profiles.bulk_write(ops, ordered=False)
             matched = result.matched_count + result.inserted_count
-        except BulkWriteError as exc:
-            details = exc.details
-            for error in details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                conflicts.add(writes[error["index"]][0]["_id"])
-            matched = details.get("nMatched", 0) + details.get("nInserted", 0)
+        except (BulkWriteError, KeyError):
+            # A lost race (duplicate insert); FerretDB's reply to it is unreadable, so apply the
+            # chunk one by one: a replace already applied matches nothing and is told apart
+            # from a real conflict by the version check below.
+            matched = 0
+            for op, (profile, _expected) in zip(ops, writes, strict=True):
+                try:
+                    matched += await apply_one(self._profiles, op)
+                except DuplicateKeyError:
+                    conflicts.add(profile["_id"])
         if matched + len(conflicts) < len(writes):
             # A guarded replace that matched nothing lost a race: find which ones by version.
             stored = await self.load_profiles([p["_id"] for p, _ in writes])
@@ -154,13 +157,8 @@ class MongoMembershipStore:
             )
             for change in changes
         ]
-        for start in range(0, len(ops), BULK_CHUNK):
-            try:
-                await self._state.bulk_write(ops[start : start + BULK_CHUNK], ordered=False)
-            except BulkWriteError as exc:
-                # An already-applied change fails its filter and its upsert hits the _id: done.
-                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                    raise
+        # An already-applied change fails its filter and its upsert hits the _id: done.
+        await bulk_write_chunked(self._state, ops, ignore_duplicates=True)
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
