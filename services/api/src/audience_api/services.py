@@ -145,8 +145,10 @@ class AudienceService:
         kind = payload.get("kind", "dynamic")
         rule_input: dict[str, Any] | None = None
         rule_json: dict[str, Any] | None = None
+        audience_id = new_id("aud")
         if kind == "dynamic":
             form, value, rule = rule_from_input(payload)
+            rule = await self._resolve_references(project_id, audience_id, rule)
             rule_input = {"form": form, "value": value}
             rule_json = rule.model_dump(mode="json")
         elif any(payload.get(name) is not None for name in RULE_INPUTS):
@@ -156,7 +158,7 @@ class AudienceService:
             )
         now = utcnow()
         audience: dict[str, Any] = {
-            "_id": new_id("aud"),
+            "_id": audience_id,
             "project_id": project_id,
             "name": payload["name"],
             "description": payload.get("description"),
@@ -219,6 +221,7 @@ class AudienceService:
             raise InvalidRequest("rule_not_allowed", "A list audience takes no rule")
         if new_rule:
             form, value, rule = rule_from_input(payload)
+            rule = await self._resolve_references(audience["project_id"], audience_id, rule)
             fields.update(
                 {
                     "input": {"form": form, "value": value},
@@ -295,6 +298,34 @@ class AudienceService:
             for doc in docs[:first]
         ]
         return items, len(docs) > first
+
+    async def _resolve_references(
+        self, project_id: str, audience_id: str, rule: rules.Group
+    ) -> rules.Group:
+        """Audiences named in the rule get their ids; unknown ones and cycles are a 400."""
+        refs = rules.references(rule)
+        if not refs.audiences and not refs.audience_names:
+            return rule
+        others = await self._audiences.rules_of_project(project_id)
+        rule = rules.resolve_audience_names(rule, {doc["name"]: doc["_id"] for doc in others})
+        known = {doc["_id"] for doc in others}
+        unknown = sorted(rules.references(rule).audiences - known - {audience_id})
+        if unknown:
+            raise InvalidRequest(
+                "unknown_audience", "The rule refers to audiences that do not exist", unknown
+            )
+        depends_on = {
+            doc["_id"]: rules.references(rules.Group.model_validate(doc["rule"])).audiences
+            for doc in others
+            if doc.get("rule")
+        }
+        depends_on[audience_id] = rules.references(rule).audiences
+        cycle = rules.find_audience_cycle(audience_id, depends_on)
+        if cycle:
+            raise InvalidRequest(
+                "audience_cycle", "Audiences may not refer to each other in a cycle", cycle
+            )
+        return rule
 
     async def _owned(
         self, principal: Principal, audience_id: str, project: str | None

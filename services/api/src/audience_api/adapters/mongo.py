@@ -48,6 +48,13 @@ class MongoAudienceRepository:
     async def state(self, audience_id: str) -> Document | None:
         return await self._db.audience_state.find_one({"_id": audience_id}, {"applied": 0})
 
+    async def rules_of_project(self, project_id: str) -> list[Document]:
+        """Id, name and rule of every live audience of a project (for references and cycles)."""
+        cursor = self._db.audiences.find(
+            {"project_id": project_id, "archived": False}, {"name": 1, "rule": 1}
+        )
+        return [doc async for doc in cursor]
+
     async def update(self, audience_id: str, expected_version: int, fields: Document) -> bool:
         """Version-guarded update: a concurrent edit makes this one fail rather than interleave."""
         result = await self._db.audiences.update_one(
