@@ -32,5 +32,8 @@ bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rul
 bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator
 
-test-soak:  ## the suite with the 1,000,000-row CSV import (long)
-	@AUDIENCES_TEST_IMPORT_ROWS=1000000 deploy/local/test.sh tests/integration/test_sync_csv.py
+test-sync:  ## the sync service end to end (fake Klaviyo, CSV, schedules); slow on FerretDB
+	@deploy/local/test.sh -m sync_integration
+
+test-soak:  ## the sync tests with the 1,000,000-row CSV import (long)
+	@AUDIENCES_TEST_IMPORT_ROWS=1000000 deploy/local/test.sh -m sync_integration tests/integration/test_sync_csv.py

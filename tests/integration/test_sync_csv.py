@@ -16,7 +16,7 @@ import pytest
 from tests.integration.conftest import Stack
 from tests.integration.helpers import read_topic, wait_for_count
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sync_integration]
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "csv"
 

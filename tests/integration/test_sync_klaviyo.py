@@ -13,7 +13,7 @@ from tests.fakes.klaviyo import FakeKlaviyo, page_cursor, running
 from tests.integration.conftest import Stack
 from tests.integration.helpers import read_topic, wait_for_count
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sync_integration]
 
 API_KEY = "pk_test_fake_key_1234"
 

@@ -15,7 +15,7 @@ from audience_shared.commands import next_refresh_at
 from tests.fakes.klaviyo import FakeKlaviyo, running
 from tests.integration.conftest import ServiceProcess, Stack, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sync_integration]
 
 
 @pytest.fixture(scope="module")
