@@ -130,7 +130,7 @@ async def produce(bootstrap: str, records: list[tuple[bytes, bytes]], label: str
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=False,
         linger_ms=5,
         max_batch_size=256 * 1024,
     )
@@ -302,7 +302,7 @@ async def latency(bootstrap: str, rate: int, seconds: int) -> tuple[float, float
 
     collector = asyncio.create_task(collect())
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=1
     )
     await producer.start()
     total = rate * seconds

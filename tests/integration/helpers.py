@@ -14,7 +14,7 @@ from audience_shared.topics import Topic
 async def produce(
     bootstrap: str, records: list[tuple[bytes, bytes]], topic: str = Topic.USER_EVENTS
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in records]

@@ -55,7 +55,7 @@ async def test_kill_9_mid_stream__restart__memberships_equal_oracle(
     await asyncio.sleep(0.5)
     evaluator.start()
     expected = sum(1 for n in opens.values() if n >= 5)
-    await wait_for_count(project_client, audience, expected, timeout=60)
+    await wait_for_count(project_client, audience, expected, timeout=150)
     members = await member_ids(stack, audience)
     assert members == {user for user, n in opens.items() if n >= 5}
 
@@ -85,7 +85,7 @@ async def test_two_evaluators__share_partitions__nothing_lost(
         second.kill()  # a rebalance mid-stream hands its partitions back
         await producing
         expected = {user for user, n in opens.items() if n >= 3}
-        await wait_for_count(project_client, audience, len(expected), timeout=60)
+        await wait_for_count(project_client, audience, len(expected), timeout=150)
         assert await member_ids(stack, audience) == expected
     finally:
         second.stop()

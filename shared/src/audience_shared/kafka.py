@@ -10,12 +10,18 @@ from audience_shared.topics import PARTITIONS, Topic
 
 
 def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
-    """A broker whose producer never loses an acknowledged message (acks=all, idempotent)."""
+    """A broker whose producer never loses an acknowledged message (acks=all, with retries).
+
+    aiokafka's idempotent producer, under many concurrent sends, can fail for good with
+    OutOfOrderSequenceNumber and then refuses every later send; a retried send may instead be
+    written twice. Every message carries an `event_id` and every consumer here dedupes by it,
+    so a duplicate costs nothing while a wedged producer stops the service.
+    """
     return KafkaBroker(
         bootstrap,
         client_id=client_id,
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=False,
         # Keep retrying a publish while the broker restarts rather than failing the request fast.
         request_timeout_ms=15_000,
         logger=None,

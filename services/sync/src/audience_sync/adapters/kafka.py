@@ -31,7 +31,7 @@ class KafkaUserEventPublisher:
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=False,  # see audience_shared.kafka.make_broker
             linger_ms=20,
             max_batch_size=256 * 1024,
             request_timeout_ms=15_000,
