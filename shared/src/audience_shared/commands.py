@@ -1,7 +1,7 @@
 """Commands to the sync service on `sync.requests.v1`, and the refresh schedules it runs."""
 
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
@@ -92,3 +92,27 @@ class ExportRequested(Command):
 AnySyncCommand = SyncRequested | ImportRequested | ExportRequested
 SyncCommand = Annotated[AnySyncCommand, Field(discriminator="type")]
 sync_command_adapter: TypeAdapter[AnySyncCommand] = TypeAdapter(SyncCommand)
+
+
+def new_sync_run(
+    run_id: str, audience: dict[str, Any], mode: str, trigger: str, now: datetime
+) -> dict[str, Any]:
+    """A sync run record as the api and the scheduler both create it."""
+    return {
+        "_id": run_id,
+        "kind": "sync",
+        "project_id": audience["project_id"],
+        "audience_id": audience["_id"],
+        "list_id": (audience.get("sync_source") or {}).get("list_id"),
+        "mode": mode,
+        "trigger": trigger,
+        "status": "queued",
+        "attempts": 0,
+        "pages": 0,
+        "profiles": 0,
+        "entered": 0,
+        "exited": 0,
+        "identified": 0,
+        "created_at": now,
+        "updated_at": now,
+    }

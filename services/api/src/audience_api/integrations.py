@@ -15,6 +15,7 @@ from audience_shared.commands import (
     ImportRequested,
     SyncRequested,
     effective_schedule,
+    new_sync_run,
     next_refresh_at,
 )
 from audience_shared.events import AudienceChanged
@@ -87,25 +88,7 @@ class Files(Protocol):
 
 
 def _run_record(audience: Document, run_id: str, mode: str, trigger: str) -> Document:
-    now = utcnow()
-    return {
-        "_id": run_id,
-        "kind": "sync",
-        "project_id": audience["project_id"],
-        "audience_id": audience["_id"],
-        "list_id": (audience.get("sync_source") or {}).get("list_id"),
-        "mode": mode,
-        "trigger": trigger,
-        "status": "queued",
-        "attempts": 0,
-        "pages": 0,
-        "profiles": 0,
-        "entered": 0,
-        "exited": 0,
-        "identified": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+    return new_sync_run(run_id, audience, mode, trigger, utcnow())
 
 
 def parse_columns(columns: Sequence[str] | str | None) -> list[str] | None:

@@ -16,6 +16,7 @@ from audience_shared.commands import (
     SyncRequested,
     effective_schedule,
     last_slot,
+    new_sync_run,
     next_refresh_at,
 )
 from audience_shared.events import AudienceChanged
@@ -27,30 +28,6 @@ log = structlog.get_logger()
 
 def slot_hash(slot_id: str) -> str:
     return hashlib.sha256(slot_id.encode()).hexdigest()[:20]
-
-
-def new_sync_run(
-    run_id: str, audience: Document, mode: str, trigger: str, now: datetime
-) -> Document:
-    """A sync run record as the api and the scheduler both create it."""
-    return {
-        "_id": run_id,
-        "kind": "sync",
-        "project_id": audience["project_id"],
-        "audience_id": audience["_id"],
-        "list_id": (audience.get("sync_source") or {}).get("list_id"),
-        "mode": mode,
-        "trigger": trigger,
-        "status": "queued",
-        "attempts": 0,
-        "pages": 0,
-        "profiles": 0,
-        "entered": 0,
-        "exited": 0,
-        "identified": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 class Scheduler:
