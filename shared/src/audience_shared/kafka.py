@@ -1,11 +1,13 @@
 """Kafka plumbing shared by the services: the broker factory and explicit topic creation."""
 
+import base64
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
+from audience_shared.events import DeadLetter
 from audience_shared.topics import PARTITIONS, Topic
 
 
@@ -45,3 +47,26 @@ async def ensure_topics(bootstrap: str) -> None:
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+class KafkaDeadLetters:
+    """Sends a record no handler can process to the dead-letter topic, with the error and the
+    original bytes, so its partition keeps flowing and the record can be inspected later."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def send(
+        self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes, error: str
+    ) -> None:
+        letter = DeadLetter(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key.decode(errors="replace") if key is not None else None,
+            error=error[:2000],
+            payload_b64=base64.b64encode(payload[:1_000_000]).decode(),
+        )
+        await self._broker.publish(
+            letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key
+        )

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from audience_evaluator.adapters.kafka import KafkaDeadLetters, KafkaMembershipPublisher
+from audience_evaluator.adapters.kafka import KafkaMembershipPublisher
 from audience_evaluator.adapters.mongo import (
     MongoAudienceCatalog,
     MongoMembershipStore,
@@ -30,7 +30,7 @@ from audience_evaluator.services import (
     MembershipService,
     SweepService,
 )
-from audience_shared.kafka import ensure_topics, make_broker
+from audience_shared.kafka import KafkaDeadLetters, ensure_topics, make_broker
 from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import connect_store, ensure_schema, ping
 from audience_shared.topics import PARTITIONS, Topic

@@ -20,7 +20,6 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from audience_evaluator.adapters.kafka import KafkaDeadLetters
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
 from audience_evaluator.metrics import (
@@ -32,6 +31,7 @@ from audience_evaluator.metrics import (
 )
 from audience_evaluator.services import AudienceLifecycleService, MembershipService
 from audience_shared.events import AudienceChanged, UserEventBase, user_event_adapter
+from audience_shared.kafka import KafkaDeadLetters
 from audience_shared.topics import Topic
 
 log = structlog.get_logger()

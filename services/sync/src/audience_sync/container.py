@@ -13,13 +13,12 @@ import structlog
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from audience_shared.kafka import ensure_topics, make_broker
+from audience_shared.kafka import KafkaDeadLetters, ensure_topics, make_broker
 from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import connect_store, ensure_schema, ping
 from audience_sync.adapters.files import CsvFiles, ExportFile
 from audience_sync.adapters.kafka import (
     KafkaCommandPublisher,
-    KafkaDeadLetters,
     KafkaUserEventPublisher,
 )
 from audience_sync.adapters.klaviyo import KlaviyoClient

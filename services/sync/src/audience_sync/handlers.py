@@ -18,8 +18,8 @@ from audience_shared.commands import (
     SyncRequested,
     sync_command_adapter,
 )
+from audience_shared.kafka import KafkaDeadLetters
 from audience_shared.topics import Topic
-from audience_sync.adapters.kafka import KafkaDeadLetters
 from audience_sync.config import Settings
 from audience_sync.errors import is_transient
 from audience_sync.metrics import DEAD_LETTERS

@@ -1,13 +1,12 @@
 """Kafka adapters of the evaluator: membership events out, dead letters out."""
 
 import asyncio
-import base64
 from collections.abc import Sequence
 
 from faststream.kafka import KafkaBroker
 
 from audience_evaluator.metrics import MEMBERSHIP_CHANGES
-from audience_shared.events import DeadLetter, MembershipChanged
+from audience_shared.events import MembershipChanged
 from audience_shared.topics import Topic
 
 
@@ -26,24 +25,4 @@ class KafkaMembershipPublisher:
                 )
                 for change in changes
             )
-        )
-
-
-class KafkaDeadLetters:
-    def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
-
-    async def send(
-        self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes, error: str
-    ) -> None:
-        letter = DeadLetter(
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key.decode(errors="replace") if key is not None else None,
-            error=error[:2000],
-            payload_b64=base64.b64encode(payload[:1_000_000]).decode(),
-        )
-        await self._broker.publish(
-            letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key
         )

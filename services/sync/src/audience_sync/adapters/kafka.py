@@ -1,14 +1,13 @@
 """Kafka adapters of the sync service: bulk user events, commands, refreshes, dead letters."""
 
 import asyncio
-import base64
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from audience_shared.commands import AnySyncCommand
-from audience_shared.events import AudienceChanged, DeadLetter, UserEventBase
+from audience_shared.events import AudienceChanged, UserEventBase
 from audience_shared.topics import Topic
 
 
@@ -70,24 +69,4 @@ class KafkaCommandPublisher:
     async def publish_audience_changed(self, event: AudienceChanged) -> None:
         await self._broker.publish(
             event.model_dump(mode="json"), topic=Topic.AUDIENCE_CHANGES, key=event.key
-        )
-
-
-class KafkaDeadLetters:
-    def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
-
-    async def send(
-        self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes, error: str
-    ) -> None:
-        letter = DeadLetter(
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key.decode(errors="replace") if key is not None else None,
-            error=error[:2000],
-            payload_b64=base64.b64encode(payload[:1_000_000]).decode(),
-        )
-        await self._broker.publish(
-            letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key
         )
