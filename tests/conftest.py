@@ -1,13 +1,14 @@
 """Fixtures for the real infrastructure: the Kafka broker and the MongoDB-compatible store.
 
 Order of preference: URLs from the environment (AUDIENCES_KAFKA_BOOTSTRAP, AUDIENCES_MONGO_URL),
-then the deploy/local processes (started here if needed). Integration tests never skip: when no
+then testcontainers when a Docker engine answers, then the deploy/local processes (started here
+if needed; `make test` starts them and sets the URLs). Integration tests never skip: when no
 broker or store can be had they fail and say why.
 """
 
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +32,39 @@ def _provision(script: str) -> None:
         )
 
 
+def _docker_engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap() -> Iterator[str]:
     if url := os.environ.get("AUDIENCES_KAFKA_BOOTSTRAP"):
-        return url
-    _provision("kafka.sh")
-    return f"127.0.0.1:{os.environ.get('AUDIENCES_KAFKA_PORT', '19092')}"
+        yield url
+    elif _docker_engine_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield str(kafka.get_bootstrap_server())
+    else:
+        _provision("kafka.sh")
+        yield f"127.0.0.1:{os.environ.get('AUDIENCES_KAFKA_PORT', '19092')}"
 
 
 @pytest.fixture(scope="session")
-def mongo_url() -> str:
+def mongo_url() -> Iterator[str]:
     if url := os.environ.get("AUDIENCES_MONGO_URL"):
-        return url
-    _provision("store.sh")
-    return f"mongodb://127.0.0.1:{os.environ.get('AUDIENCES_STORE_PORT', '27027')}/"
+        yield url
+    elif _docker_engine_answers():
+        from testcontainers.community.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:8.0") as mongo:
+            yield str(mongo.get_connection_url())
+    else:
+        _provision("store.sh")
+        yield f"mongodb://127.0.0.1:{os.environ.get('AUDIENCES_STORE_PORT', '27027')}/"
 
 
 @pytest.fixture(scope="session")
