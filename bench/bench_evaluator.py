@@ -67,7 +67,7 @@ def audience_docs(count: int) -> list[dict[str, Any]]:
     for n in range(count):
         criteria = AUDIENCES[n % len(AUDIENCES)]
         if n >= len(AUDIENCES):
-            criteria = f"({criteria}) AND country != XX{n}"  # distinct rules, same cost class
+            criteria = f"{criteria} AND country != XX{n}"  # distinct rules, same cost class
         rule = parse_criteria(criteria)
         docs.append(
             {
