@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Provision and run the MongoDB-compatible store: AUDIENCES_MONGO_URL if given, else a mongod on
-# PATH, else FerretDB v1.24 (SQLite backend) built from its Go module.
+# PATH, else FerretDB v1.24 (SQLite backend) built from its Go module with the patches in
+# deploy/local/ferretdb/ (see docs/operations.md, "FerretDB").
 # Usage: store.sh install|start|stop|status|url
 source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
-FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_VERSION/ferretdb"
+# Bump the suffix whenever a patch in deploy/local/ferretdb/ changes, so cached builds are redone.
+FERRETDB_BUILD="$FERRETDB_VERSION-audiences.1"
+FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_BUILD/ferretdb"
 DATA_DIR="$LOCAL/store/data"
 
 # The store we run: "external" (URL given), "mongod" or "ferretdb".
@@ -33,6 +36,12 @@ install_ferretdb() {
   cp -r "$gomod" "$src" && chmod -R u+w "$src"
   # FerretDB embeds its version from build/version/version.txt, which the module archive lacks.
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  # Lookups by _id must use the _id index (upstream's SQL expression misses it, so every update
+  # scanned the whole collection); see deploy/local/ferretdb/sqlite-id-index.patch.
+  local patch_file
+  for patch_file in "$ROOT/deploy/local/ferretdb/"*.patch; do
+    (cd "$src" && git apply -p1 "$patch_file") || die "could not apply $patch_file"
+  done
   mkdir -p "$(dirname "$FERRETDB_BIN")"
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN" ./cmd/ferretdb)
   rm -rf "$build"
