@@ -1,0 +1,1 @@
+"""The `audience` command line: a thin HTTP client of the gateway plus the local scripts."""

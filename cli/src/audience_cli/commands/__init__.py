@@ -1,0 +1,1 @@
+"""Subcommands of `audience`, one module per group."""
