@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from audience_shared.events import MembershipChanged
+from audience_shared.profile import encode_key
 from audience_shared.rules import Group, compile_predicate
 
 Document = dict[str, Any]
@@ -53,6 +54,7 @@ class FakeProfileStore:
         now: datetime,
         after: str | None,
         limit: int,
+        counted_events: Sequence[str] = (),
     ) -> list[str]:
         predicate = compile_predicate(rule) if rule is not None else None
         ids = sorted(
@@ -61,9 +63,9 @@ class FakeProfileStore:
             if doc["project_id"] == project_id
             and (after is None or pid > after)
             and (
-                predicate.evaluate(doc, now).matched
-                if predicate
-                else audience_id in doc.get("lists", [])
+                (predicate.evaluate(doc, now).matched if predicate else False)
+                or audience_id in doc.get("lists", [])
+                or any(encode_key(name) in doc.get("events", {}) for name in counted_events)
             )
         )
         return ids[:limit]

@@ -80,9 +80,22 @@ def identify(
     return TraitsIdentified(project_id=PROJECT, user_id=user, traits=traits, timestamp=at, **extra)
 
 
-def track(user: str, event: str, at: datetime = T0, event_id: str | None = None) -> EventTracked:
+def track(
+    user: str,
+    event: str,
+    at: datetime = T0,
+    event_id: str | None = None,
+    properties: dict[str, Any] | None = None,
+) -> EventTracked:
     extra = {"event_id": event_id} if event_id else {}
-    return EventTracked(project_id=PROJECT, user_id=user, event=event, timestamp=at, **extra)
+    return EventTracked(
+        project_id=PROJECT,
+        user_id=user,
+        event=event,
+        timestamp=at,
+        properties=properties or {},
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -308,3 +321,57 @@ async def test_sweeper__stranded_outbox__delivered_without_new_events(world: Wor
     await world.sweeper.sweep_once()
     assert [c.user_id for c in world.publisher.published] == ["u9"]
     assert world.memberships.counts["aud_p"] == 1
+
+
+BIG_PURCHASES = "Users who triggered event=purchase where amount > 100 at least 2 times"
+
+
+async def test_new_property_filtered_audience__counts_past_events(world: World) -> None:
+    await world.service.apply_user_events(
+        [
+            track("u1", "purchase", at=T0, properties={"amount": 150}),
+            track("u1", "purchase", at=T0 + timedelta(minutes=1), properties={"amount": 120}),
+            track("u2", "purchase", at=T0, properties={"amount": 150}),
+            track("u2", "purchase", at=T0 + timedelta(minutes=1), properties={"amount": 20}),
+        ]
+    )
+    await world.audience("aud_big", BIG_PURCHASES)
+    assert world.members("aud_big") == {"u1"}
+    # A later event adds to the rebuilt counter instead of starting from zero.
+    await world.service.apply_user_events(
+        [track("u2", "purchase", at=T0 + timedelta(minutes=2), properties={"amount": 500})]
+    )
+    assert world.members("aud_big") == {"u1", "u2"}
+    counter = next(iter(world.profiles.docs[f"{PROJECT}/u2"]["counters"].values()))
+    assert counter["count"] == 2
+
+
+async def test_counter_dropped_with_its_audience__rebuilt_when_it_returns(world: World) -> None:
+    await world.audience("aud_big", BIG_PURCHASES)
+    await world.service.apply_user_events(
+        [track("u1", "purchase", properties={"amount": 150}, event_id="p1")]
+    )
+    await world.lifecycle.archive("aud_big")
+    # Counted while no audience needs the counter: nothing maintains it meanwhile.
+    await world.service.apply_user_events(
+        [track("u1", "purchase", at=T0 + timedelta(hours=1), properties={"amount": 300})]
+    )
+    assert world.profiles.docs[f"{PROJECT}/u1"]["counters"] == {}
+    await world.audience("aud_big2", BIG_PURCHASES)
+    assert world.members("aud_big2") == {"u1"}
+
+
+async def test_rebuilt_counter__history_shorter_than_all_time__marked_truncated(
+    world: World,
+) -> None:
+    from audience_evaluator.profiles import TRACKED_KEPT
+
+    events = [
+        track("u1", "purchase", at=T0 + timedelta(seconds=i), properties={"amount": 150})
+        for i in range(TRACKED_KEPT + 5)
+    ]
+    await world.service.apply_user_events(events)
+    await world.audience("aud_big", BIG_PURCHASES)
+    counter = next(iter(world.profiles.docs[f"{PROJECT}/u1"]["counters"].values()))
+    assert counter["count"] == TRACKED_KEPT
+    assert counter["truncated"] is True

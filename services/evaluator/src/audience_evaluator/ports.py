@@ -33,6 +33,7 @@ class ProfileStore(Protocol):
         now: datetime,
         after: str | None,
         limit: int,
+        counted_events: Sequence[str] = (),
     ) -> list[str]:
         """Profiles the rule matches now, by the store's own query engine, in _id order."""
         ...

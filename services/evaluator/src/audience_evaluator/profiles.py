@@ -1,5 +1,6 @@
 """Folding user events into profile documents, and merging profiles: pure functions, no I/O."""
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,12 @@ GROUPS_TRAIT = "groups"
 # redelivery follows its original closely.
 SEEN_IDS_KEPT = 500
 
+# Tracked events kept with their properties (newest first, within RETENTION), so that a
+# property-filtered condition added later also counts a user's past events: a new counter is
+# rebuilt from this history. Bounded to keep profile writes cheap; a user with more events of the
+# counted name than the history holds gets a counter marked `truncated`.
+TRACKED_KEPT = 200
+
 # Marks that an event was new, so the profile is written even if nothing an audience reads moved.
 NEW_EVENT = "new:event"
 
@@ -54,6 +61,8 @@ def new_profile(project_id: str, user_id: str) -> Profile:
         "event_count": 0,
         "events": {},
         "counters": {},
+        "counted": [],
+        "tracked": [],
         "intents": {},
         "lists": [],
         "list_times": {},
@@ -85,6 +94,56 @@ def prune(profile: Profile, now: datetime) -> None:
     for group in ("events", "counters"):
         for slot in profile.get(group, {}).values():
             slot["recent"] = [at for at in slot.get("recent", []) if at >= horizon]
+    if profile.get("tracked"):
+        profile["tracked"] = [t for t in profile["tracked"] if t["at"] >= horizon]
+
+
+def count_history(profile: Profile, counters: Iterable[CounterSpec], now: datetime) -> set[str]:
+    """Make `counters` exactly the maintained counters, rebuilding new ones from the history.
+
+    `counted` lists the counters this profile has counted every tracked event for. A counter
+    the running audiences need but the profile has not counted is rebuilt from `tracked`; one no
+    running audience needs is dropped (so if it comes back, it is rebuilt rather than trusted
+    with a gap in it).
+    """
+    wanted = {spec.key: spec for spec in counters}
+    counted: list[str] = profile.setdefault("counted", [])
+    slots: dict[str, Any] = profile.setdefault("counters", {})
+    changed: set[str] = set()
+    for key in [key for key in counted if key not in wanted]:
+        counted.remove(key)
+        slots.pop(key, None)
+    for key, spec in wanted.items():
+        if key in counted:
+            continue
+        counted.append(key)
+        slot: Profile = {}
+        seen_of_event = 0
+        for entry in reversed(profile.get("tracked", [])):  # oldest first, like live folding
+            if entry["e"] != spec.event:
+                continue
+            seen_of_event += 1
+            if spec.matches(entry["e"], json.loads(entry["p"]), entry["at"]):
+                _bump(slot, entry["at"], now)
+        all_time = profile.get("events", {}).get(encode_key(spec.event), {}).get("count", 0)
+        if seen_of_event < all_time:
+            slot["truncated"] = True
+        if slot:
+            slots[key] = slot
+            changed.add(f"counter:{key}")
+        else:
+            slots.pop(key, None)
+        changed.add(NEW_EVENT)  # the profile must be written to remember what it counted
+    return changed
+
+
+def _remember(profile: Profile, event: EventTracked, at: datetime, now: datetime) -> None:
+    """Keep the event with its properties (as JSON: property names need no key encoding)."""
+    entry = {"e": event.event, "at": at, "p": json.dumps(event.properties, default=str)}
+    tracked = [entry, *profile.get("tracked", [])]
+    tracked.sort(key=lambda t: t["at"], reverse=True)
+    horizon = now - RETENTION
+    profile["tracked"] = [t for t in tracked if t["at"] >= horizon][:TRACKED_KEPT]
 
 
 def fold(
@@ -109,6 +168,7 @@ def fold(
             profile["last_seen"] = at
         _bump(profile.setdefault("events", {}).setdefault(encode_key(event.event), {}), at, now)
         changed |= {f"event:{event.event}", "derived:activity"}
+        _remember(profile, event, at, now)
         for spec in counters:
             if spec.matches(event.event, event.properties, at):
                 _bump(profile.setdefault("counters", {}).setdefault(spec.key, {}), at, now)
@@ -213,6 +273,13 @@ def merge_into(target: Profile, source: Profile, now: datetime) -> set[str]:
     for key, entries in source.get("intents", {}).items():
         for entry in entries:
             intents[key] = add_intent_signal(intents.get(key, []), entry["at"], entry["score"], now)
+    # The merged history is both profiles' events; a counter only one side had counted is
+    # rebuilt from it on the next evaluation.
+    tracked = [*target.get("tracked", []), *source.get("tracked", [])]
+    tracked.sort(key=lambda t: t["at"], reverse=True)
+    target["tracked"] = tracked[:TRACKED_KEPT]
+    theirs = set(source.get("counted", []))
+    target["counted"] = [key for key in target.get("counted", []) if key in theirs]
     lists: list[str] = target.setdefault("lists", [])
     lists.extend(aud for aud in source.get("lists", []) if aud not in lists)
     seen: list[str] = target.setdefault("seen", [])

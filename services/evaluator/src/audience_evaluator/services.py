@@ -17,6 +17,7 @@ from audience_evaluator.ports import (
 )
 from audience_evaluator.profiles import (
     Profile,
+    count_history,
     fold,
     linked_profile_id,
     merge_into,
@@ -180,6 +181,8 @@ class MembershipService:
         changed: set[str] = set()
         for source in sources:
             changed |= merge_into(profile, source, now)
+        # Counters a new audience needs are rebuilt from the history before new events count.
+        changed |= count_history(profile, counters, now)
         for event in item.events:
             changed |= fold(profile, event, counters, now)
         if item.events and not changed and not item.audiences and not item.due_only:
@@ -394,7 +397,15 @@ class AudienceLifecycleService:
         done = 0
         while True:
             ids = await self._profiles.profile_ids_matching(
-                audience.project_id, audience.id, audience.rule, now, after, self._chunk
+                audience.project_id,
+                audience.id,
+                audience.rule,
+                now,
+                after,
+                self._chunk,
+                # Profiles whose counters for this rule are not built yet: the store cannot
+                # tell whether they match until the counters are rebuilt from their history.
+                counted_events=sorted({spec.event for spec in audience.refs.counters.values()}),
             )
             if not ids:
                 break

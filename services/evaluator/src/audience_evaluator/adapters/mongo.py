@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
+from audience_shared.profile import encode_key
 from audience_shared.rules import Group
 from audience_shared.store import BULK_CHUNK, apply_one, bulk_write_chunked
 
@@ -95,9 +96,17 @@ class MongoProfileStore:
         now: datetime,
         after: str | None,
         limit: int,
+        counted_events: Sequence[str] = (),
     ) -> list[str]:
         # A list audience (no rule) matches the profiles carrying its list.
         matches = compile_mongo_filter(rule, now) if rule is not None else {"lists": audience_id}
+        if counted_events:
+            matches = {
+                "$or": [
+                    matches,
+                    *({f"events.{encode_key(name)}.count": {"$gte": 1}} for name in counted_events),
+                ]
+            }
         query: Document = {"$and": [{"project_id": project_id}, matches]}
         if after is not None:
             query["$and"].append({"_id": {"$gt": after}})
