@@ -7,8 +7,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -115,6 +116,10 @@ def stack(kafka_bootstrap: str, mongo_url: str) -> Iterator[Stack]:
         "AUDIENCES_INCREMENTAL_INTERVAL_S": "0",
         "AUDIENCES_JOB_POLL_S": "0.5",
         "AUDIENCES_KLAVIYO_BACKOFF_MAX_S": "0.5",
+        # Time-driven tests shift the services' clock by writing seconds here (see clock_shift).
+        "AUDIENCES_CLOCK_OFFSET_FILE": str(
+            ROOT / ".local" / "test" / "data" / database / "clock_offset"
+        ),
     }
     services = {
         "evaluator": ServiceProcess("evaluator", free_port(), env),
@@ -154,3 +159,16 @@ async def project_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     ) as client:
         client.project_id = project["id"]  # type: ignore[attr-defined]
         yield client
+
+
+@pytest.fixture
+def clock_shift(stack: Stack) -> Iterator[Callable[[timedelta], None]]:
+    """Move the running services' clock forward; it is put back after the test."""
+    path = Path(stack.env["AUDIENCES_CLOCK_OFFSET_FILE"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def shift(by: timedelta) -> None:
+        path.write_text(str(by.total_seconds()))
+
+    yield shift
+    path.unlink(missing_ok=True)

@@ -16,3 +16,5 @@ class BaseServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     host: str = "127.0.0.1"
+    # Tests only: a file holding seconds to add to the clock (see audience_shared.clock).
+    clock_offset_file: str | None = None

@@ -375,3 +375,9 @@ async def test_rebuilt_counter__history_shorter_than_all_time__marked_truncated(
     counter = next(iter(world.profiles.docs[f"{PROJECT}/u1"]["counters"].values()))
     assert counter["count"] == TRACKED_KEPT
     assert counter["truncated"] is True
+
+
+async def test_new_user__negative_condition_on_other_events__enters(world: World) -> None:
+    await world.audience("aud_lapsed", "Users who did not purchase in the last 30 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    assert world.members("aud_lapsed") == {"u1"}

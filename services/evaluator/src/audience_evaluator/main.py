@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 
 import structlog
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
@@ -11,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_evaluator.config import Settings
 from audience_evaluator.container import Container
+from audience_shared.clock import make_clock
 from audience_shared.logging import configure_logging
 
 log = structlog.get_logger()
@@ -19,7 +19,7 @@ log = structlog.get_logger()
 def create_app(settings: Settings | None = None) -> AsgiFastStream:
     settings = settings or Settings()
     configure_logging("evaluator", settings.log_level, settings.log_json)
-    container = Container.build(settings, clock=lambda: datetime.now(UTC))
+    container = Container.build(settings, clock=make_clock(settings.clock_offset_file))
     background: list[asyncio.Task[None]] = []
 
     @get

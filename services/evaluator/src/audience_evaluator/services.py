@@ -16,6 +16,7 @@ from audience_evaluator.ports import (
     ProfileStore,
 )
 from audience_evaluator.profiles import (
+    EVERYTHING,
     Profile,
     count_history,
     fold,
@@ -178,7 +179,9 @@ class MembershipService:
         now = self._clock()
         project_id = profile["project_id"]
         counters = self._registry.counters(project_id)
-        changed: set[str] = set()
+        # A user seen for the first time is evaluated against every audience: conditions such
+        # as "did not purchase" match users whose events never mention what they read.
+        changed: set[str] = {EVERYTHING} if profile.get("version", 0) == 0 else set()
         for source in sources:
             changed |= merge_into(profile, source, now)
         # Counters a new audience needs are rebuilt from the history before new events count.
@@ -386,7 +389,14 @@ class AudienceLifecycleService:
                 "updated_at": now,
             },
         )
+        await self._memberships.record_history(audience_id, audience.project_id, now)
         log.info("audience.built", audience_id=audience_id, members=count)
+
+    async def reconcile(self) -> None:
+        """Exact counts for every live audience, then this hour's size-history point of each."""
+        for audience in list(self._registry.by_id.values()):
+            await self._memberships.reconcile_count(audience.id)
+            await self._memberships.record_history(audience.id, audience.project_id, self._clock())
 
     async def _backfill(self, audience: ActiveAudience) -> None:
         """Re-evaluate matching profiles and current members, in chunks, via the live path."""
