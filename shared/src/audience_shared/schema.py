@@ -19,6 +19,11 @@ INDEXES: dict[str, list[IndexKeys]] = {
         [("project_id", A), ("sync_source.list_id", A)],
     ],
     "audience_state": [],
+    # Size-history points, `_id = f"{audience_id}|{hour}"`: read by enumerating the hours.
+    "audience_history": [],
+    # One document per requested refresh, `_id = f"{audience_id}|{rule_version}"`: inserting it
+    # is the claim (a duplicate _id is atomic on every store; a guarded update is not on FerretDB).
+    "audience_refreshes": [],
     "profiles": [
         [("project_id", A), ("_id", A)],
         [("due_at", A)],

@@ -79,6 +79,7 @@ class FakeMembershipStore:
         self.members: dict[str, set[str]] = {}
         self.counts: dict[str, int] = {}
         self.applied: set[str] = set()
+        self.history: list[tuple[str, datetime, int]] = []
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
         for change in changes:
@@ -103,6 +104,9 @@ class FakeMembershipStore:
     async def reconcile_count(self, audience_id: str) -> int:
         self.counts[audience_id] = len(self.members.get(audience_id, set()))
         return self.counts[audience_id]
+
+    async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
+        self.history.append((audience_id, now, self.counts.get(audience_id, 0)))
 
 
 class FakePublisher:

@@ -24,6 +24,7 @@ from audience_api.adapters.sync_store import (
 from audience_api.config import Settings
 from audience_api.cursors import CursorCodec
 from audience_api.integrations import IntegrationService
+from audience_api.rate_limit import RateLimit, TokenBuckets
 from audience_api.services import (
     AudienceService,
     IngestionService,
@@ -53,6 +54,7 @@ class Container:
     insights: InsightService
     sync_records: MongoSyncRecords
     integrations: IntegrationService
+    rate_limits: TokenBuckets
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -62,7 +64,10 @@ class Container:
         publisher = KafkaEventPublisher(broker)
         keys = MongoKeyRepository(store)
         audience_repo = MongoAudienceRepository(store)
-        audiences = AudienceService(audience_repo, publisher, settings.create_wait_seconds)
+        profile_reader = MongoProfileReader(store)
+        audiences = AudienceService(
+            audience_repo, publisher, profile_reader, settings.create_wait_seconds
+        )
         sync_records = MongoSyncRecords(store)
         tenancy_repo = MongoTenancyRepository(store)
         return cls(
@@ -85,11 +90,14 @@ class Container:
                     settings.imports_dir, settings.exports_dir, settings.max_upload_bytes
                 ),
             ),
-            insights=InsightService(MongoProfileReader(store), audience_repo),
+            insights=InsightService(profile_reader, audience_repo),
             ingestion=IngestionService(publisher),
             tenancy_repo=tenancy_repo,
             tenancy=TenancyService(tenancy_repo, keys),
             cursors=CursorCodec(settings.secret_key.get_secret_value().encode()),
+            rate_limits=TokenBuckets(
+                RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst)
+            ),
         )
 
     async def start(self) -> None:

@@ -47,3 +47,15 @@ class Unavailable(ApiError):
 
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         super().__init__("unavailable", message, retry_after=retry_after_s)
+
+
+class RateLimited(ApiError):
+    status = 429
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "rate_limited",
+            f"Too many requests for this API key; retry in {retry_after_s} s",
+            {"retry_after_seconds": retry_after_s},
+            retry_after=retry_after_s,
+        )

@@ -12,6 +12,7 @@ from audience_api.container import Container
 from audience_api.gzip_bodies import GzipRequestBodies
 from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
+from audience_api.rate_limit_headers import RateLimitHeaders
 from audience_api.routes import audiences, health, ingest, insights, segment, tenancy
 from audience_api.routes import sync as sync_routes
 from audience_shared.logging import configure_logging
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added after the body-size limit so it runs before it: the limit then sees inflated sizes.
     app.add_middleware(GzipRequestBodies, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RateLimitHeaders)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -27,11 +27,23 @@ class AudienceRepository(Protocol):
 
     async def state(self, audience_id: str) -> dict[str, Any] | None: ...
 
+    async def states(self, audience_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The evaluator state of several audiences in one read, by audience id."""
+        ...
+
     async def update(
         self, audience_id: str, expected_version: int, fields: dict[str, Any]
     ) -> bool: ...
 
     async def rules_of_project(self, project_id: str) -> list[dict[str, Any]]: ...
+
+    async def claim_refresh(self, audience_id: str, version: int, at: datetime) -> bool:
+        """Record the refresh that makes `version`; False when another request already did."""
+        ...
+
+    async def history_points(self, point_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Size-history points by id (`audience_id|hour`), in time order."""
+        ...
 
     async def members(
         self, audience_id: str, first: int, after: str | None, search: str | None
@@ -60,6 +72,8 @@ class ProfileReader(Protocol):
     async def preview(
         self, project_id: str, rule: Group, now: datetime, sample: int
     ) -> tuple[int, list[str]]: ...
+
+    async def count(self, project_id: str, rule: Group, now: datetime) -> int: ...
 
     async def matching_ids(self, project_id: str, rule: Group, now: datetime) -> set[str]: ...
 

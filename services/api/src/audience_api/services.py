@@ -5,7 +5,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from audience_api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -16,12 +16,20 @@ from audience_api.ports import (
     ProfileReader,
     TenancyRepository,
 )
+from audience_api.rate_limit import RateLimit
 from audience_shared import rules
 from audience_shared.commands import default_schedule, effective_schedule, next_refresh_at
 from audience_shared.events import AudienceChanged, UserEventBase
+from audience_shared.history import history_point_id, hours_between
 from audience_shared.profile import decode_key
 
 Scope = Literal["admin", "read"]
+
+DEFAULT_HISTORY = timedelta(days=7)
+MAX_HISTORY = timedelta(days=366)
+
+# A create that answers with an estimate spends at most this long counting it.
+ESTIMATE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class Principal:
     organization_id: str
     project_id: str | None
     scope: Scope
+    # The key's own limit; None means the gateway's default.
+    rate_limit: RateLimit | None = None
 
     def project_for(self, requested: str | None) -> str:
         """The project a project-scoped call acts on, checked against the key's reach."""
@@ -78,6 +88,7 @@ class KeyService:
             organization_id=doc["organization_id"],
             project_id=doc.get("project_id"),
             scope=doc["scope"],
+            rate_limit=RateLimit(**doc["rate_limit"]) if doc.get("rate_limit") else None,
         )
 
     async def install_key(
@@ -133,10 +144,12 @@ class AudienceService:
         self,
         audiences: AudienceRepository,
         publisher: EventPublisher,
+        profiles: ProfileReader,
         create_wait_seconds: float,
     ) -> None:
         self._audiences = audiences
         self._publisher = publisher
+        self._profiles = profiles
         self._create_wait_seconds = create_wait_seconds
 
     async def create(self, principal: Principal, payload: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +195,27 @@ class AudienceService:
             )
         )
         state = await self._wait_until_ready(audience["_id"], 1)
-        return self._resource(audience, state)
+        resource = self._resource(audience, state)
+        if resource["user_count_is_estimate"] and resource["status"] != "failed":
+            # Materialization is still running: say so, with the store's count of the rule now.
+            resource["status"] = "building"
+            resource["user_count"] = await self._estimate(project_id, rule_json, state)
+        return resource
+
+    async def _estimate(
+        self, project_id: str, rule_json: dict[str, Any] | None, state: dict[str, Any] | None
+    ) -> int:
+        """How many profiles the rule matches now; bounded in time, else the partial count."""
+        partial = int((state or {}).get("member_count", 0))
+        if rule_json is None:
+            return partial  # a list fills from imports and syncs, not from a rule
+        rule = rules.Group.model_validate(rule_json)
+        try:
+            return await asyncio.wait_for(
+                self._profiles.count(project_id, rule, utcnow()), ESTIMATE_SECONDS
+            )
+        except TimeoutError:
+            return partial
 
     async def get(
         self, principal: Principal, audience_id: str, project: str | None
@@ -196,8 +229,9 @@ class AudienceService:
         self, principal: Principal, project: str | None, first: int, after: str | None
     ) -> tuple[list[dict[str, Any]], bool]:
         docs = await self._audiences.page(principal.project_for(project), first + 1, after)
-        items = [self._resource(doc, await self._audiences.state(doc["_id"])) for doc in docs]
-        return items[:first], len(items) > first
+        states = await self._audiences.states([doc["_id"] for doc in docs[:first]])
+        items = [self._resource(doc, states.get(doc["_id"])) for doc in docs[:first]]
+        return items, len(docs) > first
 
     async def count(
         self, principal: Principal, audience_id: str, project: str | None
@@ -275,6 +309,71 @@ class AudienceService:
             ),
             "error": state.get("error"),
         }
+
+    async def history(
+        self, principal: Principal, audience_id: str, project: str | None, since: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Hourly size points since `since` (default a week back, at most a year back)."""
+        audience = await self._owned(principal, audience_id, project)
+        now = utcnow()
+        since = _aware(since) if since is not None else now - DEFAULT_HISTORY
+        start = max(since, _aware(audience["created_at"]), now - MAX_HISTORY)
+        point_ids = [history_point_id(audience_id, hour) for hour in hours_between(start, now)]
+        points = await self._audiences.history_points(point_ids)
+        return [
+            {
+                "at": point["at"],
+                "count": point.get("count", 0),
+                "entered": point.get("entered", 0),
+                "exited": point.get("exited", 0),
+            }
+            for point in points
+            if _aware(point["at"]) >= since
+        ]
+
+    async def refresh(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> dict[str, Any]:
+        """Re-run the build of a rule or list audience; one at a time per audience.
+
+        The refresh takes the next rule version, so the evaluator treats it as a new build (any
+        evaluator process may claim it). Requests racing for the same version are told apart by
+        the claim insert, not the guarded update: on FerretDB two concurrent guarded updates can
+        both succeed.
+        """
+        principal.require_write()
+        audience = await self._owned(principal, audience_id, project)
+        state = await self._audiences.state(audience_id) or {}
+        version = audience["rule_version"]
+        running = state.get("rule_version") != version or state.get("status") in (
+            "pending",
+            "building",
+        )
+        now = utcnow()
+        if (
+            running
+            or not await self._audiences.claim_refresh(audience_id, version + 1, now)
+            or not await self._audiences.update(
+                audience_id, version, {"rule_version": version + 1, "refresh_requested_at": now}
+            )
+        ):
+            raise Conflict(
+                "refresh_in_progress",
+                "A build or refresh of this audience is running; retry when its status is ready",
+                {"status": state.get("status", "pending")},
+            )
+        await self._publisher.publish_audience_changed(
+            AudienceChanged(
+                project_id=audience["project_id"],
+                audience_id=audience_id,
+                change="refresh_requested",
+                version=version + 1,
+            )
+        )
+        return {"audience_id": audience_id, "status": "building", "requested_at": now}
+
+    async def kind_of(self, principal: Principal, audience_id: str, project: str | None) -> str:
+        return str((await self._owned(principal, audience_id, project))["kind"])
 
     async def members(
         self,
@@ -375,6 +474,11 @@ class AudienceService:
             "created_at": audience["created_at"],
             "updated_at": audience["updated_at"],
         }
+
+
+def _aware(at: datetime) -> datetime:
+    """Stored times come back naive from some stores; they are UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def full_name(traits: dict[str, Any]) -> str | None:

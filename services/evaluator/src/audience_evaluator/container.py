@@ -119,12 +119,12 @@ class Container:
                 log.warning("sweep.failed", error=repr(exc), transient=is_transient(exc))
 
     async def run_reconciler(self) -> None:
-        """Counts are incremental; a periodic exact count repairs any drift after a crash."""
+        """Counts are incremental; a periodic exact count repairs any drift after a crash. Each
+        pass also writes the hour's size-history point (the interval is well under an hour)."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_s)
             try:
-                for audience_id in list(self.registry.by_id):
-                    await self.membership_store.reconcile_count(audience_id)
+                await self.lifecycle.reconcile()
                 # Builds whose builder died are taken over once their lease ran out.
                 async with self.handlers.lock:
                     await self.lifecycle.resume_unfinished()

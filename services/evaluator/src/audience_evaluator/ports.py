@@ -50,6 +50,10 @@ class MembershipStore(Protocol):
 
     async def reconcile_count(self, audience_id: str) -> int: ...
 
+    async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
+        """Upsert the current hour's size-history point of the audience."""
+        ...
+
 
 class AudienceCatalog(Protocol):
     async def active_audiences(self) -> list[Document]: ...

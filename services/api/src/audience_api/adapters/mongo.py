@@ -1,11 +1,13 @@
 """MongoDB repositories of the gateway: audiences, their evaluator state, keys, organizations."""
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.rules import Group
@@ -13,6 +15,7 @@ from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import ensure_schema
 
 Document = dict[str, Any]
+HISTORY_CHUNK = 1000
 
 
 class MongoStore:
@@ -47,6 +50,31 @@ class MongoAudienceRepository:
 
     async def state(self, audience_id: str) -> Document | None:
         return await self._db.audience_state.find_one({"_id": audience_id}, {"applied": 0})
+
+    async def states(self, audience_ids: Sequence[str]) -> dict[str, Document]:
+        if not audience_ids:
+            return {}
+        cursor = self._db.audience_state.find({"_id": {"$in": list(audience_ids)}}, {"applied": 0})
+        return {doc["_id"]: doc async for doc in cursor}
+
+    async def claim_refresh(self, audience_id: str, version: int, at: datetime) -> bool:
+        try:
+            await self._db.audience_refreshes.insert_one(
+                {"_id": f"{audience_id}|{version}", "audience_id": audience_id, "requested_at": at}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def history_points(self, point_ids: Sequence[str]) -> list[Document]:
+        points: list[Document] = []
+        # By _id in bounded chunks: the one lookup FerretDB serves from an index.
+        for start in range(0, len(point_ids), HISTORY_CHUNK):
+            chunk = list(point_ids[start : start + HISTORY_CHUNK])
+            points.extend(
+                [doc async for doc in self._db.audience_history.find({"_id": {"$in": chunk}})]
+            )
+        return sorted(points, key=lambda doc: doc["at"])
 
     async def rules_of_project(self, project_id: str) -> list[Document]:
         """Id, name and rule of every live audience of a project (for references and cycles)."""
@@ -118,6 +146,10 @@ class MongoProfileReader:
         count = await self._db.profiles.count_documents(query)
         cursor = self._db.profiles.find(query, {"user_id": 1}).sort("_id", ASCENDING).limit(sample)
         return count, [doc["user_id"] async for doc in cursor]
+
+    async def count(self, project_id: str, rule: Group, now: datetime) -> int:
+        query = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}
+        return await self._db.profiles.count_documents(query)
 
     async def matching_ids(self, project_id: str, rule: Group, now: datetime) -> set[str]:
         query = {"$and": [{"project_id": project_id}, compile_mongo_filter(rule, now)]}

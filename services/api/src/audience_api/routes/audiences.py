@@ -1,9 +1,11 @@
 """Audience definitions, counts and status."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from audience_api.errors import Conflict
 from audience_api.routes.deps import ContainerDep, PrincipalDep
 from audience_api.schemas import AudienceCreate, AudienceUpdate
 
@@ -83,3 +85,33 @@ async def list_members(
     )
     end = services.cursors.encode({"user_id": items[-1]["user_id"]}) if items else None
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
+
+
+@router.get("/{audience_id}/history")
+async def audience_history(
+    audience_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="Points at or after this time (default a week back, at most a year)"),
+    ] = None,
+) -> list[dict[str, Any]]:
+    """Hourly size points: the count, and the users who entered and exited in that hour."""
+    return await services.audiences.history(caller, audience_id, project_id, since)
+
+
+@router.post("/{audience_id}/refresh", status_code=202)
+async def refresh_audience(
+    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> dict[str, Any]:
+    """Rebuild a rule or list audience now; for a synced list, pull it from its source."""
+    caller.require_write()
+    if await services.audiences.kind_of(caller, audience_id, project_id) == "synced":
+        try:
+            run = await services.integrations.trigger_sync(caller, audience_id, project_id)
+        except Conflict as exc:
+            raise Conflict("refresh_in_progress", exc.message, exc.details) from exc
+        return {"audience_id": audience_id, "status": "syncing", "run_id": run["run_id"]}
+    return await services.audiences.refresh(caller, audience_id, project_id)

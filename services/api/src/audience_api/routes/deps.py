@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from audience_api.container import Container
+from audience_api.errors import RateLimited
+from audience_api.rate_limit_headers import STATE_KEY
 from audience_api.services import Principal
 
 
@@ -35,7 +37,17 @@ async def principal(
 ) -> Principal:
     caller = await services.keys.authenticate(presented_key(request.headers.get("authorization")))
     request.state.principal = caller
+    admit(request, services, caller)
     return caller
+
+
+def admit(request: Request, services: Container, caller: Principal) -> None:
+    """Take a token from the key's bucket; the decision becomes the response's RateLimit-*
+    headers (see rate_limit_headers), and an empty bucket a 429."""
+    decision = services.rate_limits.take(caller.key_id, caller.rate_limit)
+    setattr(request.state, STATE_KEY, decision)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after_s)
 
 
 ContainerDep = Annotated[Container, Depends(container)]

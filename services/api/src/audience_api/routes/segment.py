@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from audience_api.container import Container
 from audience_api.errors import ApiError, InvalidRequest
 from audience_api.metrics import EVENTS_ACCEPTED
-from audience_api.routes.deps import ContainerDep, presented_key
+from audience_api.routes.deps import ContainerDep, admit, presented_key
 from audience_api.segment import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
@@ -178,6 +178,7 @@ async def _authenticate(request: Request, services: Container, body: dict[str, A
     key = presented_key(request.headers.get("authorization")) or _text(body.get("writeKey"))
     caller = await services.keys.authenticate(key)
     request.state.principal = caller
+    admit(request, services, caller)
     return caller
 
 

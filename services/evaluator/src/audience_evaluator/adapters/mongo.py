@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
+from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group
 from audience_shared.store import BULK_CHUNK, apply_one, bulk_write_chunked
@@ -121,6 +122,7 @@ class MongoMembershipStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._memberships = db.memberships
         self._state = db.audience_state
+        self._history = db.audience_history
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
         ops: list[UpdateOne | DeleteOne] = []
@@ -159,7 +161,11 @@ class MongoMembershipStore:
             UpdateOne(
                 {"_id": change.audience_id, "applied": {"$ne": change.event_id}},
                 {
-                    "$inc": {"member_count": 1 if change.type == "membership.entered" else -1},
+                    "$inc": (
+                        {"member_count": 1, "entered_total": 1}
+                        if change.type == "membership.entered"
+                        else {"member_count": -1, "exited_total": 1}
+                    ),
                     "$push": {"applied": change.event_id},
                 },
                 upsert=True,
@@ -185,6 +191,52 @@ class MongoMembershipStore:
             upsert=True,
         )
         return count
+
+    async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
+        """Write this hour's size-history point: the count now, and the entries and exits since
+        the last point of the previous hour (from the exactly-once running totals)."""
+        state = await self._state.find_one(
+            {"_id": audience_id},
+            {"member_count": 1, "entered_total": 1, "exited_total": 1, "history_last": 1},
+        )
+        state = state or {}
+        bucket = history_bucket(now)
+        entered, exited = state.get("entered_total", 0), state.get("exited_total", 0)
+        last = state.get("history_last") or {}
+        if last.get("bucket") == bucket:
+            base = (last.get("base_entered", 0), last.get("base_exited", 0))
+        else:
+            base = (last.get("entered_total", 0), last.get("exited_total", 0))
+        await self._history.update_one(
+            {"_id": history_point_id(audience_id, now)},
+            {
+                "$set": {
+                    "audience_id": audience_id,
+                    "project_id": project_id,
+                    "bucket": bucket,
+                    "at": now,
+                    "count": state.get("member_count", 0),
+                    "entered": entered - base[0],
+                    "exited": exited - base[1],
+                }
+            },
+            upsert=True,
+        )
+        await self._state.update_one(
+            {"_id": audience_id},
+            {
+                "$set": {
+                    "history_last": {
+                        "bucket": bucket,
+                        "base_entered": base[0],
+                        "base_exited": base[1],
+                        "entered_total": entered,
+                        "exited_total": exited,
+                    }
+                }
+            },
+            upsert=True,
+        )
 
 
 class MongoAudienceCatalog:
