@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.helpers import new_project_key
+
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".local" / "test" / "log"
 
@@ -172,3 +174,13 @@ def clock_shift(stack: Stack) -> Iterator[Callable[[timedelta], None]]:
 
     yield shift
     path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+async def other_project_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """A key of another fresh project: for checking that it sees none of project_client's data."""
+    _project, key = await new_project_key(stack)
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        yield client

@@ -3,12 +3,15 @@
 import asyncio
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from audience_shared.topics import Topic
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Stack
 
 
 async def produce(
@@ -76,3 +79,39 @@ async def read_topic(
     finally:
         await consumer.stop()
     return found
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The status, and the one error shape with the expected code."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert set(error) >= {"code", "message", "details"}
+    return error  # type: ignore[no-any-return]
+
+
+async def new_project_key(stack: "Stack", **key_fields: Any) -> tuple[str, str]:
+    """A fresh project and a key for it (key fields such as scope or rate_limit as given)."""
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.admin_key}"}
+    ) as admin:
+        project = (await admin.post("/v1/projects", json={"name": "p"})).json()
+        created = await admin.post("/v1/keys", json={"project_id": project["id"], **key_fields})
+        assert created.status_code == 201, created.text
+        return project["id"], created.json()["key"]
+
+
+async def identified(client: httpx.AsyncClient, users: dict[str, dict[str, Any]]) -> None:
+    """Identify users and wait until the evaluator has folded every one into a profile."""
+    batch = [{"user_id": uid, "traits": traits} for uid, traits in users.items()]
+    assert (await client.post("/v1/identify", json={"batch": batch})).status_code == 202
+    for uid, traits in users.items():
+        for _ in range(200):
+            found = await client.get(f"/v1/users/{uid}")
+            if found.status_code == 200 and all(
+                found.json()["traits"].get(k) == v for k, v in traits.items()
+            ):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"user {uid} never got traits {traits}")

@@ -1,59 +1,21 @@
 """Rate limits, refresh, size history, create-time estimates and tenant isolation, over HTTP."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.conftest import ServiceProcess, Stack, free_port
-from tests.integration.helpers import wait_for_count, wait_ready
+from tests.integration.helpers import (
+    assert_error,
+    identified,
+    new_project_key,
+    wait_for_count,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert set(error) >= {"code", "message", "details"}
-    return error  # type: ignore[no-any-return]
-
-
-async def new_project_key(stack: Stack, **key_fields: Any) -> tuple[str, str]:
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.admin_key}"}
-    ) as admin:
-        project = (await admin.post("/v1/projects", json={"name": "p"})).json()
-        created = await admin.post("/v1/keys", json={"project_id": project["id"], **key_fields})
-        assert created.status_code == 201, created.text
-        return project["id"], created.json()["key"]
-
-
-@pytest.fixture
-async def other_project_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    _project, key = await new_project_key(stack)
-    async with httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as client:
-        yield client
-
-
-async def identified(client: httpx.AsyncClient, users: dict[str, dict[str, Any]]) -> None:
-    """Identify users and wait until the evaluator has folded every one into a profile."""
-    batch = [{"user_id": uid, "traits": traits} for uid, traits in users.items()]
-    assert (await client.post("/v1/identify", json={"batch": batch})).status_code == 202
-    for uid, traits in users.items():
-        for _ in range(200):
-            found = await client.get(f"/v1/users/{uid}")
-            if found.status_code == 200 and all(
-                found.json()["traits"].get(k) == v for k, v in traits.items()
-            ):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"user {uid} never got traits {traits}")
 
 
 async def test_rate_limit__key_own_limit__429_with_retry_after_and_headers(stack: Stack) -> None:

@@ -17,6 +17,7 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "audiences": [
         [("project_id", A), ("archived", A), ("_id", A)],
         [("project_id", A), ("sync_source.list_id", A)],
+        [("project_id", A), ("group_id", A)],
     ],
     "audience_state": [],
     # Size-history points, `_id = f"{audience_id}|{hour}"`: read by enumerating the hours.
@@ -24,6 +25,10 @@ INDEXES: dict[str, list[IndexKeys]] = {
     # One document per requested refresh, `_id = f"{audience_id}|{rule_version}"`: inserting it
     # is the claim (a duplicate _id is atomic on every store; a guarded update is not on FerretDB).
     "audience_refreshes": [],
+    # Seed 002 groups (loyalty tiers): the group's audiences carry its id in `group_id`.
+    "audience_groups": [],
+    # Seed 003 segment numbers: `{project_id}|next` proposes, `{project_id}|{no}` claims.
+    "segment_numbers": [],
     "profiles": [
         [("project_id", A), ("_id", A)],
         [("due_at", A)],

@@ -22,9 +22,12 @@ from audience_api.adapters.sync_store import (
     TransferFiles,
 )
 from audience_api.config import Settings
+from audience_api.adapters.groups import MongoGroupRepository
 from audience_api.cursors import CursorCodec
+from audience_api.groups import GroupService
 from audience_api.integrations import IntegrationService
 from audience_api.rate_limit import RateLimit, TokenBuckets
+from audience_api.segments import SegmentService
 from audience_api.services import (
     AudienceService,
     IngestionService,
@@ -55,6 +58,8 @@ class Container:
     sync_records: MongoSyncRecords
     integrations: IntegrationService
     rate_limits: TokenBuckets
+    groups: GroupService
+    segments: SegmentService
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -68,6 +73,7 @@ class Container:
         audiences = AudienceService(
             audience_repo, publisher, profile_reader, settings.create_wait_seconds
         )
+        group_repo = MongoGroupRepository(store)
         sync_records = MongoSyncRecords(store)
         tenancy_repo = MongoTenancyRepository(store)
         return cls(
@@ -95,6 +101,8 @@ class Container:
             tenancy_repo=tenancy_repo,
             tenancy=TenancyService(tenancy_repo, keys),
             cursors=CursorCodec(settings.secret_key.get_secret_value().encode()),
+            groups=GroupService(group_repo, audiences),
+            segments=SegmentService(group_repo, audiences),
             rate_limits=TokenBuckets(
                 RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst)
             ),

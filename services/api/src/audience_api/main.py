@@ -14,6 +14,7 @@ from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
 from audience_api.rate_limit_headers import RateLimitHeaders
 from audience_api.routes import audiences, health, ingest, insights, segment, tenancy
+from audience_api.routes import groups as group_routes
 from audience_api.routes import sync as sync_routes
 from audience_shared.logging import configure_logging
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(insights.router)
+    # Before the audience routes: `/v1/audiences/groups/...` must not read as an audience id.
+    app.include_router(group_routes.router)
     app.include_router(audiences.router)
     app.include_router(ingest.router)
     app.include_router(segment.router)

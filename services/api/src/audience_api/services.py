@@ -279,9 +279,89 @@ class AudienceService:
             await self._wait_until_ready(audience_id, version + 1)
         return await self.get(principal, audience_id, audience["project_id"])
 
+    async def insert_rule_audience(
+        self,
+        project_id: str,
+        name: str,
+        rule_input: dict[str, Any],
+        rule: rules.Group,
+        *,
+        audience_id: str | None = None,
+        group_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Save a dynamic audience whose rule is already compiled and validated, and announce it
+        (groups, loyalty tiers and segments create audiences this way, without waiting)."""
+        now = utcnow()
+        audience: dict[str, Any] = {
+            "_id": audience_id or new_id("aud"),
+            "project_id": project_id,
+            "name": name,
+            "description": None,
+            "kind": "dynamic",
+            "type": "events",
+            "input": rule_input,
+            "criteria": None,
+            "rule": rule.model_dump(mode="json"),
+            "rule_version": 1,
+            "refresh_schedule": default_schedule("events"),
+            "group_id": group_id,
+            "archived": False,
+            "created_at": now,
+            "updated_at": now,
+            **(extra or {}),
+        }
+        await self._audiences.insert(audience)
+        await self._publisher.publish_audience_changed(
+            AudienceChanged(
+                project_id=project_id, audience_id=audience["_id"], change="created", version=1
+            )
+        )
+        return audience
+
+    async def replace_rule(
+        self, audience: dict[str, Any], rule_input: dict[str, Any], rule: rules.Group
+    ) -> None:
+        """A new rule for an audience the caller already owns; it re-materializes."""
+        version = audience["rule_version"]
+        fields = {
+            "input": rule_input,
+            "rule": rule.model_dump(mode="json"),
+            "rule_version": version + 1,
+            "updated_at": utcnow(),
+        }
+        if not await self._audiences.update(audience["_id"], version, fields):
+            raise Conflict("concurrent_update", "The audience changed meanwhile; retry")
+        await self._publisher.publish_audience_changed(
+            AudienceChanged(
+                project_id=audience["project_id"],
+                audience_id=audience["_id"],
+                change="updated",
+                version=version + 1,
+            )
+        )
+
+    async def resources(self, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        states = await self._audiences.states([doc["_id"] for doc in docs])
+        return [self._resource(doc, states.get(doc["_id"])) for doc in docs]
+
+    async def estimate(self, project_id: str, rule: rules.Group) -> int:
+        """Profiles the rule matches now, by the store; 0 when the count takes too long."""
+        try:
+            return await asyncio.wait_for(
+                self._profiles.count(project_id, rule, utcnow()), ESTIMATE_SECONDS
+            )
+        except TimeoutError:
+            return 0
+
     async def delete(self, principal: Principal, audience_id: str, project: str | None) -> None:
         principal.require_write()
         audience = await self._owned(principal, audience_id, project)
+        await self.archive(audience)
+
+    async def archive(self, audience: dict[str, Any]) -> None:
+        """Archive an audience: gone from reads; the evaluator removes its members with exits."""
+        audience_id = audience["_id"]
         version = audience["rule_version"]
         archived = {"archived": True, "archived_at": utcnow(), "rule_version": version + 1}
         if not await self._audiences.update(audience_id, version, archived):
