@@ -29,7 +29,9 @@ start() {
   wait_healthy evaluator "$EVALUATOR_PORT"
   AUDIENCES_PORT="$SYNC_PORT" start_daemon sync "$VENV_BIN/audience-sync"
   wait_healthy sync "$SYNC_PORT"
-  AUDIENCES_PORT="$API_PORT" start_daemon api "$VENV_BIN/audience-api"
+  # The gateway's pipeline page reads the other services' readiness at these addresses.
+  AUDIENCES_PORT="$API_PORT" AUDIENCES_EVALUATOR_URL="http://127.0.0.1:$EVALUATOR_PORT" \
+    AUDIENCES_SYNC_URL="http://127.0.0.1:$SYNC_PORT" start_daemon api "$VENV_BIN/audience-api"
   wait_healthy api "$API_PORT"
 }
 

@@ -10,6 +10,7 @@ export AUDIENCES_STORE_PORT="${AUDIENCES_TEST_STORE_PORT:-37027}"
 source "$HERE/lib.sh"
 
 "$HERE/bootstrap.sh"
+"$HERE/browser.sh"  # the dashboard's browser tests drive Debian's Chromium
 # Every run starts from an empty broker and store, so nothing of an earlier run is replayed.
 for s in kafka store; do "$HERE/$s.sh" stop; done
 rm -rf "$LOCAL/kafka" "$LOCAL/store"

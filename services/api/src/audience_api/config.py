@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from audience_shared.settings import BaseServiceSettings
+from audience_shared.topics import EVALUATOR_GROUP
 
 
 class Settings(BaseServiceSettings):
@@ -22,3 +23,8 @@ class Settings(BaseServiceSettings):
     max_upload_bytes: int = 2_000_000_000
     # How long a create waits for materialization before answering with an estimate.
     create_wait_seconds: float = 2.0
+    # The ops dashboard: whose lag to report, and where the other services answer /readyz
+    # (unset: shown as "not configured" rather than guessed).
+    consumer_group: str = EVALUATOR_GROUP
+    evaluator_url: str | None = None
+    sync_url: str | None = None

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_api.config import Settings
 from audience_api.container import Container
+from audience_api.dashboard import install_dashboard
 from audience_api.gzip_bodies import GzipRequestBodies
 from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(segment.router)
     app.include_router(sync_routes.router)
     app.include_router(tenancy.router)
+    install_dashboard(app, container)
     return app
 
 
