@@ -6,12 +6,15 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from tests.fakes.klaviyo import FakeKlaviyo, running
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -21,7 +24,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "csv"
 
 
 def audience(
-    stack: Stack, key: str, *args: str, check: bool = True
+    stack: Stack, key: str, *args: str, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed console script with its own environment, as a user would."""
     result = subprocess.run(
@@ -30,7 +33,7 @@ def audience(
         text=True,
         timeout=180,
         check=False,
-        env={**stack.env, "COLUMNS": "200"},
+        env={**stack.env, "COLUMNS": "200", **env},
     )
     if check:
         assert result.returncode == 0, f"audience {args} failed:\n{result.stderr}"
@@ -193,3 +196,52 @@ def test_import_csv__into_a_dynamic_audience__is_refused_with_its_code(
 
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("error: not_a_static_list: ")
+
+
+@pytest.fixture(scope="module")
+def klaviyo(stack: Stack) -> Iterator[FakeKlaviyo]:
+    port = urlparse(stack.env["AUDIENCES_KLAVIYO_BASE_URL"]).port
+    with running(FakeKlaviyo(), port=port) as fake:
+        yield fake
+
+
+def test_sync_klaviyo__connects_imports_a_list_and_follows_the_run(
+    stack: Stack, project_key: str, klaviyo: FakeKlaviyo
+) -> None:
+    list_id = klaviyo.add_list("CLI list")
+    klaviyo.add_profiles(list_id, [{"email": f"cli{n}@example.com"} for n in range(3)])
+
+    synced = as_json(
+        stack,
+        project_key,
+        "sync",
+        "klaviyo",
+        "--api-key",
+        "pk_test_fake_key_1234",
+        "--list",
+        list_id,
+    )
+
+    (run,) = synced["items"]
+    assert (run["name"], run["status"], run["profiles"], run["entered"]) == (
+        "CLI list",
+        "completed",
+        3,
+        3,
+    )
+    wait_for_count(stack, project_key, run["audience_id"], 3)
+    again = as_json(stack, project_key, "sync", "klaviyo", "--audience", run["audience_id"])
+    assert again["items"][0]["status"] == "completed"
+    assert again["items"][0]["run_id"] != run["run_id"]
+
+
+def test_status__reports_each_running_service_ready(stack: Stack) -> None:
+    ports = {
+        f"AUDIENCES_{name.upper()}_PORT": str(stack.services[name].port)
+        for name in ("evaluator", "sync")
+    }
+
+    shown = json.loads(audience(stack, stack.admin_key, "--json", "status", **ports).stdout)
+
+    health = {row["component"]: row["health"] for row in shown["items"]}
+    assert {health[name] for name in ("api", "evaluator", "sync")} == {"ready"}
