@@ -47,6 +47,8 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "exports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
     "list_members": [[("audience_id", A), ("member", A), ("last_seen_run", A)]],
     "identity_links": [],
+    # `_id = f"{kind}|{record_id}|{attempt}"`: inserting it claims a sync/import/export attempt.
+    "job_claims": [],
     "sync_states": [],
     "schedules": [],
     "schedule_leases": [],

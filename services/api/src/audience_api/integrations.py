@@ -1,13 +1,13 @@
 """Use cases behind the sync endpoints: Klaviyo integration and list import, sync triggers, CSV
 imports and unloads. The work itself is the sync service's; these record it and send commands."""
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from audience_api.errors import Conflict, InvalidRequest, NotFound
+from audience_api.schemas import column_list
 from audience_api.services import AudienceService, Principal, new_id, utcnow
 from audience_shared.commands import (
     AnySyncCommand,
@@ -23,8 +23,6 @@ from audience_shared.events import AudienceChanged
 Document = dict[str, Any]
 
 IMPORT_IDENTIFIERS = ("user_id", "external_id", "email", "phone")
-COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
-MAX_COLUMNS = 100
 
 
 class SyncRecords(Protocol):
@@ -95,16 +93,10 @@ def parse_columns(columns: Sequence[str] | str | None) -> list[str] | None:
     """The unload column projection: a list, or seed 001's comma-separated clause."""
     if columns is None:
         return None
-    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
-    names = [n for n in names if n]
-    bad = [n for n in names if not COLUMN_NAME.match(n)]
-    if bad or not names or len(names) > MAX_COLUMNS:
-        raise InvalidRequest(
-            "invalid_columns",
-            f"columns must be 1 to {MAX_COLUMNS} field names such as email or metadata.plan",
-            {"invalid": bad},
-        )
-    return names
+    try:
+        return column_list(columns if isinstance(columns, str) else list(columns))
+    except ValueError as exc:
+        raise InvalidRequest("invalid_columns", str(exc), {"columns": columns}) from exc
 
 
 class IntegrationService:
@@ -405,8 +397,21 @@ class IntegrationService:
         )
         return {"export_id": export_id, "status": "queued"}
 
+    async def latest_export(
+        self, principal: Principal, audience_id: str, project: str | None
+    ) -> Document:
+        await self._audience(principal, audience_id, project)
+        record = await self._records.latest("exports", audience_id)
+        if record is None:
+            raise NotFound("export", audience_id)
+        return self._export_status(record)
+
     async def export_status(self, principal: Principal, export_id: str) -> Document:
-        record = await self._export(principal, export_id)
+        return self._export_status(await self._export(principal, export_id))
+
+    @staticmethod
+    def _export_status(record: Document) -> Document:
+        export_id = record["_id"]
         total = record.get("rows_total")
         return {
             "export_id": export_id,
@@ -415,8 +420,10 @@ class IntegrationService:
             "format": record["format"],
             "columns": record.get("columns"),
             "include_traits": record.get("include_traits", False),
+            "trigger": record.get("trigger"),
             "rows_total": total,
             "row_count": record.get("rows_written", 0),
+            "rows_exported": record.get("rows_written", 0),
             "progress": _progress(record["status"], record.get("rows_written", 0), total),
             "bytes": record.get("bytes"),
             "error": record.get("error"),
@@ -495,6 +502,11 @@ class IntegrationService:
             "entered": run.get("entered", 0),
             "exited": run.get("exited", 0),
             "resumes": run.get("resumes", 0),
+            # For progress bars: Klaviyo does not say how long a list is before the last page,
+            # so the total is known (and progress is 1.0) only once the run completed.
+            "rows_imported": run.get("profiles", 0),
+            "rows_total": run.get("profiles", 0) if run["status"] == "completed" else None,
+            "progress": 1.0 if run["status"] == "completed" else None,
             "error": run.get("error"),
             "created_at": run["created_at"],
             "finished_at": run.get("finished_at"),

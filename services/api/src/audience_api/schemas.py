@@ -1,9 +1,35 @@
 """Request and response bodies of the gateway's public API."""
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+MAX_COLUMNS = 100
+
+
+def column_list(columns: list[str] | str) -> list[str]:
+    """Seed 001's column projection: a list, or a comma-separated clause, of field names."""
+    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
+    names = [n for n in names if n]
+    bad = [n for n in names if not COLUMN_NAME.match(n)]
+    if bad or not names or len(names) > MAX_COLUMNS:
+        raise ValueError(
+            f"columns must be 1 to {MAX_COLUMNS} field names such as email or metadata.plan"
+            + (f"; not {', '.join(bad)}" if bad else "")
+        )
+    return names
+
+
+Columns = Annotated[
+    list[str] | str,
+    AfterValidator(column_list),
+    Field(description="Column projection of unloads: a list, or a comma-separated clause"),
+]
+Mode = Literal["preview", "unload"]
+UnloadFormat = Literal["csv", "jsonl"]
 
 
 class Strict(BaseModel):
@@ -27,6 +53,11 @@ class AudienceCreate(Strict):
         default=None, description="Default by type: events realtime, intents daily, dataset weekly"
     )
     group_id: str | None = None
+    mode: Mode | None = Field(
+        default=None, description="preview (size estimate only) or unload (write output files)"
+    )
+    columns: Columns | None = None
+    unload_format: UnloadFormat | None = Field(default=None, description="Default csv")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -78,6 +109,9 @@ class AudienceUpdate(Strict):
     properties: dict[str, list[Any]] | None = None
     refresh_schedule: Literal["realtime", "daily", "weekly", "manual"] | None = None
     group_id: str | None = None
+    mode: Mode | None = None
+    columns: Columns | None = None
+    unload_format: UnloadFormat | None = None
 
 
 class AudiencePreview(Strict):

@@ -184,6 +184,10 @@ class AudienceService:
             "refresh_schedule": payload.get("refresh_schedule")
             or default_schedule(payload.get("type", "events")),
             "group_id": payload.get("group_id"),
+            # Seed 001 unloads: the sync service writes the file once the audience is built.
+            "mode": payload.get("mode") or "preview",
+            "columns": payload.get("columns"),
+            "unload_format": payload.get("unload_format") or "csv",
             "archived": False,
             "created_at": now,
             "updated_at": now,
@@ -247,7 +251,16 @@ class AudienceService:
         fields: dict[str, Any] = {
             k: v
             for k, v in payload.items()
-            if k in ("name", "description", "refresh_schedule", "group_id")
+            if k
+            in (
+                "name",
+                "description",
+                "refresh_schedule",
+                "group_id",
+                "mode",
+                "columns",
+                "unload_format",
+            )
         }
         new_rule = any(payload.get(name) is not None for name in RULE_INPUTS)
         version = audience["rule_version"]
@@ -551,6 +564,9 @@ class AudienceService:
             "as_of": (state or {}).get("updated_at") or audience["updated_at"],
             "refresh_schedule": audience["refresh_schedule"],
             "group_id": audience.get("group_id"),
+            "mode": audience.get("mode") or "preview",
+            "columns": audience.get("columns"),
+            "unload_format": audience.get("unload_format") or "csv",
             "created_at": audience["created_at"],
             "updated_at": audience["updated_at"],
         }

@@ -178,6 +178,14 @@ async def start_export(
     )
 
 
+@router.get("/audiences/{audience_id}/export")
+async def latest_export(
+    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+) -> dict[str, Any]:
+    """The audience's latest unload, whoever started it (a request, `mode: unload`, a schedule)."""
+    return await services.integrations.latest_export(caller, audience_id, project_id)
+
+
 @router.get("/exports/{export_id}")
 async def export_status(
     export_id: str, caller: PrincipalDep, services: ContainerDep
