@@ -82,7 +82,7 @@ class Output:
 def table(
     items: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None = None
 ) -> Table:
-    grid = Table(title=title, show_lines=False, header_style="bold")
+    grid = Table(title=_plain(title), show_lines=False, header_style="bold")
     for _, header in columns:
         grid.add_column(header, overflow="fold")
     for item in items:
@@ -92,7 +92,7 @@ def table(
 
 def fields(item: dict[str, Any], columns: Sequence[Column], title: str | None = None) -> Table:
     """One record as a two-column table of label and value."""
-    grid = Table(title=title, show_header=False, box=None, pad_edge=False)
+    grid = Table(title=_plain(title), show_header=False, box=None, pad_edge=False)
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for key, label in columns:
@@ -109,3 +109,7 @@ def cell(value: Any) -> Text:
     if isinstance(value, dict | list):
         return Text(json.dumps(value, default=str))
     return Text(str(value))
+
+
+def _plain(title: str | None) -> Text | None:
+    return None if title is None else Text(title, style="bold")

@@ -344,3 +344,28 @@ def test_sync_klaviyo__imports_lists_and_follows_each(api: FakeApi) -> None:
     assert json.loads(api.bodies[0]) == {"list_ids": ["L1", "L2"]}
     assert "aud_a" in result.stdout
     assert "aud_b" in result.stdout
+
+
+def test_up_down_bench__run_the_checkout_scripts__and_pass_their_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, api: FakeApi
+) -> None:
+    calls: list[tuple[list[str], Any]] = []
+
+    def call(command: list[str], cwd: Any = None) -> int:
+        calls.append((command, cwd))
+        return 3 if command[-1] == "bench.bench_evaluator" else 0
+
+    monkeypatch.setattr("audience_cli.commands.local.subprocess.call", call)
+
+    up = cli(api, "up")
+    down = cli(api, "down")
+    bench = cli(api, "bench")
+
+    assert up.exit_code == 0
+    assert down.exit_code == 0
+    assert [Path(c[0][0]).name for c in calls[:2]] == ["up.sh", "down.sh"]
+    assert all(Path(c[0][0]).parent.name == "local" for c in calls[:2])
+    assert [c[0][-1] for c in calls[2:]] == ["bench.bench_rules", "bench.bench_evaluator"]
+    assert (Path(calls[2][1]) / "bench" / "bench_rules.py").is_file()
+    assert bench.exit_code == 1
+    assert bench.stderr.strip() == "error: bench_failed: evaluator benchmark exited with 3"
