@@ -49,6 +49,11 @@ async def ensure_topics(bootstrap: str) -> None:
         await admin.close()
 
 
+# Base64 grows the payload by a third; the letter must stay under the producer's 1 MiB request
+# limit, or the send fails for good and the record's partition stops behind it.
+MAX_DEAD_LETTER_PAYLOAD = 700_000
+
+
 class KafkaDeadLetters:
     """Sends a record no handler can process to the dead-letter topic, with the error and the
     original bytes, so its partition keeps flowing and the record can be inspected later."""
@@ -59,13 +64,16 @@ class KafkaDeadLetters:
     async def send(
         self, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes, error: str
     ) -> None:
+        kept = payload[:MAX_DEAD_LETTER_PAYLOAD]
+        if len(kept) < len(payload):
+            error = f"{error[:1900]} (payload cut to its first {len(kept)} of {len(payload)} bytes)"
         letter = DeadLetter(
             source_topic=topic,
             partition=partition,
             offset=offset,
             key=key.decode(errors="replace") if key is not None else None,
             error=error[:2000],
-            payload_b64=base64.b64encode(payload[:1_000_000]).decode(),
+            payload_b64=base64.b64encode(kept).decode(),
         )
         await self._broker.publish(
             letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key

@@ -11,10 +11,27 @@ from audience_shared.events import AudienceChanged, UserEventBase
 from audience_shared.topics import Topic
 
 
-class KafkaEventPublisher:
-    """Every publish waits for the broker's acknowledgement (acks=all) before returning."""
+class BrokerUnavailable(Unavailable):
+    """The broker did not acknowledge in time: nothing of the request was accepted."""
 
-    def __init__(self, broker: KafkaBroker, timeout_s: float = 10.0) -> None:
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "The event broker is not reachable; nothing was accepted, retry after Retry-After",
+            retry_after_s=retry_after_s,
+        )
+        self.code = "broker_unavailable"
+
+
+class KafkaEventPublisher:
+    """Every publish waits for the broker's acknowledgement (acks=all) before returning.
+
+    The wait is bounded: a caller gets 202 only for events the broker acknowledged, and a 503
+    well before an HTTP client gives up. An unacknowledged send may still reach the broker
+    after the 503 (the producer retries it in the background); clients that retry with the
+    same `event_id` are deduplicated by the evaluator, so the retry costs nothing.
+    """
+
+    def __init__(self, broker: KafkaBroker, timeout_s: float = 5.0) -> None:
         self._broker = broker
         self._timeout_s = timeout_s
 
@@ -49,4 +66,4 @@ class KafkaEventPublisher:
             await asyncio.wait_for(awaitable, timeout=self._timeout_s)  # type: ignore[arg-type]
         except (TimeoutError, KafkaError) as exc:
             # The caller gets a 503 and retries; an event we could not publish was never accepted.
-            raise Unavailable("The event broker is not reachable; retry shortly") from exc
+            raise BrokerUnavailable(retry_after_s=max(1, round(self._timeout_s))) from exc

@@ -1,0 +1,1 @@
+"""The reliability harness: faults, bad input and load against the real services (make reliability)."""
