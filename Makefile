@@ -1,5 +1,5 @@
 # Thin aliases; the scripts in deploy/local/ do the work.
-.PHONY: up down status test test-unit lint format bench-rules bench-evaluator
+.PHONY: up down status test test-unit lint format bench-rules bench-evaluator reliability
 
 up:  ## install, provision and start everything, then print the API URL and the demo key
 	@deploy/local/up.sh
@@ -31,6 +31,9 @@ bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rul
 
 bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator
+
+reliability:  ## faults, bad input and load against the real services; writes .local/bench/reliability.json (QUICK=1 for smaller runs)
+	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.reliability.runner $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 test-sync:  ## the sync service end to end (fake Klaviyo, CSV, schedules); slow on FerretDB
 	@deploy/local/test.sh -m sync_integration
