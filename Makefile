@@ -32,6 +32,9 @@ bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rul
 bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator
 
+bench-resolve:  ## campaign resolve p50/p99 at 500 req/s vs the /healthz floor; writes .local/bench/resolve.json
+	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_resolve
+
 reliability:  ## faults, bad input and load against the real services; writes .local/bench/reliability.json (QUICK=1 for smaller runs)
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.reliability.runner $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 

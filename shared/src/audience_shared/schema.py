@@ -53,6 +53,15 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "schedules": [],
     "schedule_leases": [],
     "integrations": [],
+    # Campaign audiences (seed 004): a campaign document holds its audiences in priority order;
+    # experiments are found by `_id = f"{project_id}|{experiment_id}"`, impressions (cap
+    # counters) by `f"{project_id}|{audience_id}|{user_id}|{period}"`, replayed resolutions by
+    # `f"{project_id}|{campaign_id}|{request_id}"`, exposures by `f"{project_id}|{eid}|{user}"`.
+    "campaigns": [[("project_id", A), ("_id", A)]],
+    "campaign_experiments": [],
+    "campaign_impressions": [],
+    "campaign_resolutions": [],
+    "experiment_exposures": [[("project_id", A), ("experiment_id", A)]],
 }
 
 UNIQUE: dict[str, list[IndexKeys]] = {

@@ -28,3 +28,5 @@ class Settings(BaseServiceSettings):
     consumer_group: str = EVALUATOR_GROUP
     evaluator_url: str | None = None
     sync_url: str | None = None
+    # Campaign experiments: the event that counts as a conversion when an experiment names none.
+    conversion_event: str = "purchase"

@@ -6,6 +6,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
+from audience_api.adapters.campaign_store import MongoCampaignStore
 from audience_api.adapters.kafka_publisher import KafkaEventPublisher
 from audience_api.adapters.mongo import (
     MongoAudienceRepository,
@@ -21,6 +22,7 @@ from audience_api.adapters.sync_store import (
     MongoSyncRecords,
     TransferFiles,
 )
+from audience_api.campaigns import CampaignService
 from audience_api.config import Settings
 from audience_api.adapters.groups import MongoGroupRepository
 from audience_api.cursors import CursorCodec
@@ -35,6 +37,7 @@ from audience_api.services import (
     KeyService,
     TenancyService,
 )
+from audience_shared.clock import make_clock
 from audience_shared.kafka import ensure_topics, make_broker
 from audience_shared.store import connect_store, ping
 
@@ -57,6 +60,7 @@ class Container:
     insights: InsightService
     sync_records: MongoSyncRecords
     integrations: IntegrationService
+    campaigns: CampaignService
     rate_limits: TokenBuckets
     groups: GroupService
     segments: SegmentService
@@ -101,6 +105,12 @@ class Container:
             tenancy_repo=tenancy_repo,
             tenancy=TenancyService(tenancy_repo, keys),
             cursors=CursorCodec(settings.secret_key.get_secret_value().encode()),
+            campaigns=CampaignService(
+                MongoCampaignStore(store),
+                tenancy_repo,
+                make_clock(settings.clock_offset_file),
+                settings.conversion_event,
+            ),
             groups=GroupService(group_repo, audiences),
             segments=SegmentService(group_repo, audiences),
             rate_limits=TokenBuckets(

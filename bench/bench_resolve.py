@@ -1,0 +1,301 @@
+"""Resolve benchmark: campaign resolution latency at a fixed request rate vs the /healthz floor.
+
+Starts a fresh broker, store and one gateway, loads 10,000 profiles and a campaign of 10
+audiences (filters on traits and event counts, an entitlement check, frequency caps, and an
+experiment on the last audience so most users walk the whole priority list), then offers resolve
+requests open-loop at --rate per second while /healthz is probed on the same server in the same
+run. Latency is measured from each request's scheduled start, so a stalled server is not hidden
+by a client that waits for it.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+from rich.console import Console
+from rich.table import Table
+
+from bench.infra import ROOT, fresh_infrastructure
+
+console = Console()
+API_PORT = 39201
+DATABASE = "bench_resolve"
+
+AUDIENCES: list[dict[str, Any]] = [
+    {"filters": [{"field": "plan", "operator": "is", "value": "enterprise"}]},
+    {
+        "filters": [
+            {"field": "country", "operator": "in", "value": ["JP", "KR"]},
+            {"field": "age", "operator": "gte", "value": 60},
+        ],
+        "frequency_cap": "1/day",
+    },
+    {"filters": [{"field": "email", "operator": "contains", "value": "@corp.example"}]},
+    {
+        "filters": [{"field": "events.purchase.count", "operator": "gte", "value": 50}],
+        "entitlement_check": "pro",
+    },
+    {"filters": [{"field": "event_count", "operator": "gt", "value": 10_000}]},
+    {
+        "filters": [
+            {"field": "plan", "operator": "is", "value": "team"},
+            {"field": "country", "operator": "is", "value": "BR", "conjunction": "and"},
+            {"field": "app_version", "operator": "lt", "value": 2, "conjunction": "or"},
+        ],
+        "frequency_cap": "3/week",
+    },
+    {"filters": [{"field": "churn_risk", "operator": "exists", "value": True}]},
+    {"filters": [{"field": "country", "operator": "not_in", "value": ["US", "DE", "FR", "BR"]}]},
+    {
+        "filters": [{"field": "events.app_open.count", "operator": "lt", "value": 2}],
+        "frequency_cap": "2/session",
+    },
+    {
+        "filters": [],
+        "frequency_cap": "5/day",
+        "experiment": {
+            "variants": [
+                {"paywall_id": "pw_control", "traffic_percentage": 45},
+                {"paywall_id": "pw_new", "traffic_percentage": 45},
+            ]
+        },
+    },
+]
+
+
+def profiles(project_id: str, users: int, seed: int = 5) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    docs = []
+    for n in range(users):
+        opens = rng.randrange(0, 40)
+        purchases = rng.randrange(0, 4)
+        docs.append(
+            {
+                "_id": f"{project_id}/u{n}",
+                "project_id": project_id,
+                "user_id": f"u{n}",
+                "traits": {
+                    "plan": rng.choice(["free", "premium", "team"]),
+                    "country": rng.choice(["US", "DE", "FR", "BR"]),
+                    "age": rng.randrange(16, 60),
+                    "email": f"u{n}@example.com",
+                    "entitlements": ["pro"] if rng.random() < 0.2 else [],
+                },
+                "event_count": opens + purchases,
+                "events": {
+                    "app_open": {"count": opens, "last_at": now - timedelta(hours=1)},
+                    "purchase": {"count": purchases, "last_at": now - timedelta(days=3)},
+                },
+                "audiences": [],
+                "version": 1,
+            }
+        )
+    return docs
+
+
+def start_api(env: dict[str, str], admin_key: str, log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "audience_api.main"],
+        env={
+            **env,
+            "AUDIENCES_PORT": str(API_PORT),
+            "AUDIENCES_MONGO_DATABASE": DATABASE,
+            "AUDIENCES_BOOTSTRAP_API_KEY": admin_key,
+            "AUDIENCES_LOG_LEVEL": "WARNING",
+            "AUDIENCES_RATE_LIMIT_PER_SECOND": "1000000",
+            "AUDIENCES_RATE_LIMIT_BURST": "1000000",
+        },
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_ready(base: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get("/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"the gateway at {base} was not ready in {timeout}s")
+
+
+async def set_up(base: str, admin_key: str, url: str, users: int) -> tuple[str, str, str]:
+    """A project, its key, a campaign of 10 audiences, and the users' profiles."""
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+    ) as admin:
+        project = (await admin.post("/v1/projects", json={"name": "bench"})).json()["id"]
+        key = (
+            await admin.post(
+                "/v1/keys",
+                json={"project_id": project, "rate_limit": {"per_second": 1e6, "burst": 10**6}},
+            )
+        ).json()["key"]
+        prefix = f"/v1/projects/{project}/campaigns"
+        campaign = (await admin.post(prefix, json={"name": "bench"})).json()["id"]
+        for n, audience in enumerate(AUDIENCES):
+            created = await admin.post(
+                f"{prefix}/{campaign}/audiences",
+                json={"name": f"audience {n}", "paywall_id": f"pw_{n}", **audience},
+            )
+            created.raise_for_status()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+    docs = profiles(project, users)
+    for start in range(0, len(docs), 1000):
+        await client[DATABASE].profiles.insert_many(docs[start : start + 1000])
+    await client.close()
+    return project, key, campaign
+
+
+async def offer(
+    client: httpx.AsyncClient,
+    rate: int,
+    seconds: float,
+    request: Any,
+) -> tuple[list[float], int]:
+    """Open loop: request n is due at start + n/rate; latency counts from its due time."""
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+
+    async def one(n: int, due: float) -> None:
+        nonlocal errors
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            response = await request(client, n)
+        except httpx.HTTPError:
+            errors += 1
+            return
+        if response.status_code != 200:
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    total = int(rate * seconds)
+    await asyncio.gather(*(one(n, started + n / rate) for n in range(total)))
+    return latencies, errors
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def measure(
+    base: str, key: str, project: str, campaign: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    path = f"/v1/projects/{project}/campaigns/{campaign}/resolve"
+    run = secrets.token_hex(4)
+
+    async def resolve(client: httpx.AsyncClient, n: int) -> httpx.Response:
+        body: dict[str, Any] = {"user_id": f"u{n % args.users}", "session_id": f"s{n % 97}"}
+        if args.request_ids:
+            body["request_id"] = f"{run}-{n}"
+        return await client.post(path, json=body)
+
+    async def healthz(client: httpx.AsyncClient, n: int) -> httpx.Response:
+        return await client.get("/healthz")
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
+    ) as client:
+        console.print("warming up …")
+        await offer(client, min(args.rate, 100), 3, resolve)
+        console.print(
+            f"offering {args.rate} resolves/s and {args.health_rate} /healthz/s "
+            f"for {args.seconds}s …"
+        )
+        (resolves, resolve_errors), (floor, floor_errors) = await asyncio.gather(
+            offer(client, args.rate, args.seconds, resolve),
+            offer(client, args.health_rate, args.seconds, healthz),
+        )
+    p99 = percentile(resolves, 0.99)
+    floor_p99 = percentile(floor, 0.99)
+    return {
+        "audiences": len(AUDIENCES),
+        "users": args.users,
+        "offered_per_s": args.rate,
+        "seconds": args.seconds,
+        "request_ids": args.request_ids,
+        "resolves": len(resolves),
+        "resolve_errors": resolve_errors,
+        "resolve_p50_ms": round(statistics.median(resolves), 2) if resolves else None,
+        "resolve_p99_ms": round(p99, 2),
+        "healthz_samples": len(floor),
+        "healthz_errors": floor_errors,
+        "healthz_p50_ms": round(statistics.median(floor), 2) if floor else None,
+        "healthz_p99_ms": round(floor_p99, 2),
+        "p99_ratio_to_healthz": round(p99 / floor_p99, 2) if floor_p99 else None,
+        "target_ratio": 5,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    admin_key = f"sk_bench_{secrets.token_hex(16)}"
+    base = f"http://127.0.0.1:{API_PORT}"
+    with fresh_infrastructure("resolve", args.kafka_port, args.store_port) as env:
+        log_path = ROOT / ".local" / "bench" / "resolve.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        api = start_api(env, admin_key, log_path)
+        try:
+            await wait_ready(base)
+            project, key, campaign = await set_up(
+                base, admin_key, env["AUDIENCES_MONGO_URL"], args.users
+            )
+            return await measure(base, key, project, campaign, args)
+        finally:
+            os.killpg(api.pid, signal.SIGTERM)
+            api.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--health-rate", type=int, default=50)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument(
+        "--request-ids", action="store_true", help="send a request_id (one stored write each)"
+    )
+    parser.add_argument("--kafka-port", type=int, default=39292)
+    parser.add_argument("--store-port", type=int, default=47227)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    table = Table(title="Resolve benchmark")
+    for column in ("measure", "value"):
+        table.add_column(column)
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    out = ROOT / ".local" / "bench" / "resolve.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
