@@ -1,5 +1,5 @@
 # Thin aliases; the scripts in deploy/local/ do the work.
-.PHONY: up down status test test-unit lint format bench-rules bench-evaluator reliability
+.PHONY: up down status test test-unit test-sync test-soak lint format bench-rules bench-evaluator reliability
 
 up:  ## install, provision and start everything, then print the API URL and the demo key
 	@deploy/local/up.sh
@@ -38,8 +38,8 @@ bench-resolve:  ## campaign resolve p50/p99 at 500 req/s vs the /healthz floor; 
 reliability:  ## faults, bad input and load against the real services; writes .local/bench/reliability.json (QUICK=1 for smaller runs)
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.reliability.runner $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
-test-sync:  ## the sync service end to end (fake Klaviyo, CSV, schedules); slow on FerretDB
+test-sync:  ## only the sync service end to end (fake Klaviyo, CSV, schedules, unloads)
 	@deploy/local/test.sh -m sync_integration
 
-test-soak:  ## the sync tests with the 1,000,000-row CSV import (long)
-	@AUDIENCES_TEST_IMPORT_ROWS=1000000 deploy/local/test.sh -m sync_integration tests/integration/test_sync_csv.py
+test-soak:  ## a 1,000,000-row CSV import, printing and bounding both processes' peak memory (long)
+	@AUDIENCES_TEST_IMPORT_ROWS=1000000 deploy/local/test.sh tests/integration/test_sync_csv.py -k many_rows -s

@@ -19,6 +19,8 @@ from tests.integration.helpers import read_topic, wait_for_count
 pytestmark = [pytest.mark.integration, pytest.mark.sync_integration]
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "csv"
+# Upper bounds, not timings: the evaluator may still be folding earlier tests' events.
+COUNT_TIMEOUT_S = 120
 
 
 async def static_list(client: httpx.AsyncClient, name: str = "Uploaded") -> str:
@@ -27,7 +29,7 @@ async def static_list(client: httpx.AsyncClient, name: str = "Uploaded") -> str:
     return str(response.json()["id"])
 
 
-async def wait_done(client: httpx.AsyncClient, path: str, timeout: float = 60) -> dict[str, Any]:
+async def wait_done(client: httpx.AsyncClient, path: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -67,7 +69,7 @@ async def test_import__bad_rows__are_reported_and_the_rest_imported(
     assert (status["rows_total"], status["rows_imported"], status["rows_failed"]) == (6, 3, 3)
     assert [e["row"] for e in status["errors"]] == [3, 4, 5]
     assert "invalid email" in status["errors"][0]["message"]
-    await wait_for_count(project_client, audience_id, 3, timeout=30)
+    await wait_for_count(project_client, audience_id, 3, timeout=COUNT_TIMEOUT_S)
     members = (await project_client.get(f"/v1/audiences/{audience_id}/members")).json()
     emails = {m["email"] for m in members["items"]}
     assert {"ann@example.com", "eve@example.com"} <= emails
@@ -122,7 +124,7 @@ async def test_import__text_csv_body_and_refusals(project_client: httpx.AsyncCli
 
 # `make test-soak` sets 1,000,000. The suite uses a small file: every imported row becomes two user
 # events the evaluator must fold, and a million of them would starve every test after this one.
-IMPORT_ROWS = int(os.environ.get("AUDIENCES_TEST_IMPORT_ROWS", "5000"))
+IMPORT_ROWS = int(os.environ.get("AUDIENCES_TEST_IMPORT_ROWS", "2000"))
 
 
 async def test_import__many_rows__streams_within_bounded_memory(
@@ -174,7 +176,7 @@ async def test_export__csv_and_jsonl_with_a_column_projection(
     audience_id = await static_list(project_client, "To unload")
     import_id = await upload(project_client, audience_id, DATA / "members_with_bad_rows.csv")
     await wait_done(project_client, f"/v1/audiences/{audience_id}/imports/{import_id}")
-    await wait_for_count(project_client, audience_id, 3, timeout=30)
+    await wait_for_count(project_client, audience_id, 3, timeout=COUNT_TIMEOUT_S)
 
     started = await project_client.post(
         f"/v1/audiences/{audience_id}/export",
@@ -206,3 +208,66 @@ async def test_export__csv_and_jsonl_with_a_column_projection(
     assert first["phone"] == "+15550001"
     assert first["traits"]["metadata"] == {"plan": "gold"}
     assert set(first) == {"user_id", "phone", "traits"}
+
+
+async def test_unload_mode__audience_writes_its_projection_once_built(
+    project_client: httpx.AsyncClient,
+) -> None:
+    identified = await project_client.post(
+        "/v1/identify",
+        json={
+            "batch": [
+                {"user_id": "unl_a", "traits": {"plan": "pro", "email": "a@example.com"}},
+                {"user_id": "unl_b", "traits": {"plan": "pro", "email": "b@example.com"}},
+                {"user_id": "unl_c", "traits": {"plan": "free", "email": "c@example.com"}},
+            ]
+        },
+    )
+    assert identified.status_code in (200, 202), identified.text
+    created = await project_client.post(
+        "/v1/audiences",
+        json={
+            "name": "Pro unload",
+            "criteria": "Users with plan=pro",
+            "mode": "unload",
+            "columns": "user_id, email",
+            "unload_format": "jsonl",
+            "refresh_schedule": "manual",
+        },
+    )
+    assert created.status_code == 201, created.text
+    audience = created.json()
+    assert (audience["mode"], audience["columns"], audience["unload_format"]) == (
+        "unload",
+        ["user_id", "email"],
+        "jsonl",
+    )
+    assert (await project_client.get(f"/v1/audiences/{audience['id']}")).json()["mode"] == "unload"
+
+    path = f"/v1/audiences/{audience['id']}/export"
+    deadline = time.monotonic() + 60
+    latest = await project_client.get(path)
+    while latest.status_code == 404 and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        latest = await project_client.get(path)
+    assert latest.status_code == 200, latest.text
+    status = await wait_done(project_client, f"/v1/exports/{latest.json()['export_id']}")
+    assert status["status"] == "completed", status
+    assert (status["trigger"], status["format"], status["row_count"]) == ("create", "jsonl", 2)
+    download = await project_client.get(f"/v1/exports/{status['export_id']}/download")
+    rows = sorted(
+        (json.loads(line) for line in download.text.splitlines()), key=lambda r: r["user_id"]
+    )
+    assert rows == [
+        {"user_id": "unl_a", "email": "a@example.com"},
+        {"user_id": "unl_b", "email": "b@example.com"},
+    ]
+
+
+async def test_unload_mode__bad_columns__is_a_400(project_client: httpx.AsyncClient) -> None:
+    response = await project_client.post(
+        "/v1/audiences",
+        json={"name": "Bad", "criteria": "Users with plan=pro", "mode": "unload", "columns": "a b"},
+    )
+    assert response.status_code == 400, response.text
+    assert "columns" in json.dumps(response.json()["error"])

@@ -22,6 +22,7 @@ class FakeIdentities:
     def __init__(self, profiles: list[Document] | None = None) -> None:
         self.links: dict[str, str] = {}
         self.profiles = profiles or []
+        self.scans = 0
 
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
         return {k: self.links[k] for k in keys if k in self.links}
@@ -30,24 +31,15 @@ class FakeIdentities:
         for key, user in links.items():
             self.links.setdefault(key, user)
 
-    async def find_profiles(
-        self,
-        project_id: str,
-        external_ids: Sequence[str],
-        emails: Sequence[str],
-        phones: Sequence[str],
-    ) -> list[Document]:
-        found = []
-        for doc in self.profiles:
-            traits = doc.get("traits", {})
-            if (
-                doc["user_id"] in external_ids
-                or traits.get("external_id") in external_ids
-                or traits.get("email") in emails
-                or traits.get("phone") in phones
-            ):
-                found.append(doc)
-        return found
+    async def existing_users(self, project_id: str, user_ids: Sequence[str]) -> set[str]:
+        return {doc["user_id"] for doc in self.profiles if doc["user_id"] in user_ids}
+
+    async def profile_identities(
+        self, project_id: str, batch: int
+    ) -> AsyncIterator[list[Document]]:
+        self.scans += 1
+        for start in range(0, len(self.profiles), batch):
+            yield self.profiles[start : start + batch]
 
 
 class FakeSource:
@@ -174,10 +166,12 @@ class FakeMembers:
     async def count_members(self, audience_id: str) -> int:
         return len(self.members)
 
-    async def members_after(
-        self, audience_id: str, after: str | None, limit: int
-    ) -> list[Document]:
-        return [m for m in self.members if after is None or m["user_id"] > after][:limit]
+    async def member_pages(
+        self, audience_id: str, after: str | None, size: int
+    ) -> AsyncIterator[list[Document]]:
+        rest = [m for m in self.members if after is None or m["user_id"] > after]
+        for start in range(0, len(rest), size):
+            yield rest[start : start + size]
 
 
 class MemorySink:
@@ -209,8 +203,13 @@ class FakeScheduleStore:
     async def scheduled_audiences(self) -> list[Document]:
         return list(self.audiences)
 
+    ready: set[str] = field(default_factory=set)
+
     async def set_next_refresh(self, audience_id: str, at: datetime | None) -> None:
         self.next_refresh[audience_id] = at
+
+    async def audience_ready(self, audience_id: str, rule_version: int) -> bool:
+        return f"{audience_id}|v{rule_version}" in self.ready
 
     async def claim_slot(self, slot_id: str, owner: str, now: datetime, ttl_s: float) -> bool:
         lease = self.leases.get(slot_id)

@@ -112,6 +112,32 @@ async def test_sync__maps_by_external_id_then_email_then_phone() -> None:
     assert users[3].startswith("usr_")
 
 
+async def test_sync__profiles_are_linked_once_per_run__not_per_page() -> None:
+    identities = FakeIdentities([{"user_id": "u_mail", "traits": {"email": "C@x.io"}}])
+    store = FakeSyncStore(audiences={"aud_1": dict(AUDIENCE)}, keys={"prj_1": b"token"})
+    events = FakeEvents()
+    service = KlaviyoSyncService(
+        FakeSource(profiles("a@x.io", "b@x.io", "c@x.io")),
+        store,
+        IdentityResolver(identities),
+        events,
+        lambda t: "pk_key",
+    )
+    await service.run(run_job())
+    assert identities.scans == 1
+    assert [e.user_id for e in list_events(events, True)][2] == "u_mail"
+    assert identities.links["email:c@x.io"] == "u_mail"
+
+
+async def test_sync__external_id_of_an_existing_user__names_that_user() -> None:
+    known = [{"user_id": "E7", "traits": {}}, {"user_id": "u_mail", "traits": {"email": "e@x.io"}}]
+    service, _, events = sync_setup(
+        FakeSource([SourceProfile(id="k1", external_id="E7", email="e@x.io")]), known
+    )
+    await service.run(run_job())
+    assert [e.user_id for e in list_events(events, True)] == ["E7"]
+
+
 async def test_sync__second_run__publishes_nothing_for_unchanged_members() -> None:
     source = FakeSource(profiles("a@x.io", "b@x.io"))
     service, _, events = sync_setup(source)
@@ -155,6 +181,8 @@ async def test_sync__crash_mid_pull__resumes_at_the_checkpoint_with_the_same_eve
     await service.run(job)  # the worker re-runs it with the record's checkpoint
     assert source.fetched == [0, 1, 2]
     assert len(list_events(events, True)) == 5
+    # The counters go on from the checkpointed pages: the resumed run reports every profile.
+    assert (job.record["pages"], job.record["profiles"], job.record["entered"]) == (3, 5, 5)
     assert [e.event_id for e in events.published[: len(first_ids)]] == first_ids
 
 
@@ -219,6 +247,17 @@ async def test_import__same_file_twice__publishes_the_same_facts() -> None:
     await CsvImportService(FakeCsv(CSV), identities, first, 100).run(import_job())
     await CsvImportService(FakeCsv(CSV), identities, second, 100).run(import_job())
     assert [e.event_id for e in first.published] == [e.event_id for e in second.published]
+
+
+async def test_import__rows_naming_their_user_id__never_scan_profiles() -> None:
+    identities = FakeIdentities([{"user_id": "u9", "traits": {"email": "a@x.io"}}])
+    events = FakeEvents()
+    service = CsvImportService(
+        FakeCsv("user_id,email\nu1,a@x.io\nu2,b@x.io\n"), IdentityResolver(identities), events, 1
+    )
+    await service.run(import_job())
+    assert identities.scans == 0
+    assert {e.user_id for e in events.published} == {"u1", "u2"}
 
 
 async def test_import__resumes_after_the_last_checkpointed_chunk() -> None:
@@ -375,6 +414,38 @@ async def test_scheduler__unload_audience__starts_an_export() -> None:
     (export,) = store.exports.values()
     assert export["columns"] == ["email", "phone"]
     assert isinstance(commands.commands[0], ExportRequested)
+
+
+async def test_scheduler__unload_audience__writes_its_first_file_once_built() -> None:
+    audience = {
+        "_id": "aud_u",
+        "project_id": "prj_1",
+        "kind": "dynamic",
+        "mode": "unload",
+        "unload_format": "jsonl",
+        "columns": ["user_id", "email"],
+        "refresh_schedule": "manual",
+        "rule_version": 1,
+        "created_at": datetime(2026, 11, 20, 12, tzinfo=UTC),
+    }
+    store = FakeScheduleStore(audiences=[audience])
+    commands = FakeCommands()
+    now = datetime(2026, 11, 20, 12, 1, tzinfo=UTC)
+    one = Scheduler(store, commands, "one", 0, 60, lambda: now)
+    two = Scheduler(store, commands, "two", 0, 60, lambda: now)
+    assert await one.tick() == 0  # still building: nothing to write yet
+    store.ready.add("aud_u|v1")
+    assert [await one.tick(), await two.tick(), await one.tick()] == [1, 0, 0]
+    (export,) = store.exports.values()
+    assert (export["format"], export["columns"], export["trigger"]) == (
+        "jsonl",
+        ["user_id", "email"],
+        "create",
+    )
+    assert export["file"].endswith(".jsonl")
+    audience["rule_version"] = 2
+    store.ready.add("aud_u|v2")
+    assert await one.tick() == 1  # a new rule, built: a fresh file
 
 
 def test_commands__round_trip_through_the_adapter() -> None:

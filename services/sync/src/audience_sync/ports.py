@@ -67,22 +67,23 @@ class JobHandle(Protocol):
 
 
 class IdentityStore(Protocol):
+    """Identity keys ("email:a@b.c") linked to users, each link a document keyed by the key, so
+    every lookup on the sync's hot path pins `_id` (the only lookup FerretDB serves by index)."""
+
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
-        """user ids by identity key ("email:a@b.c"), for the keys already linked."""
+        """user ids by identity key, for the keys already linked."""
         ...
 
     async def save_links(self, project_id: str, links: dict[str, str]) -> None:
         """Link keys to users; a key linked before keeps its first user."""
         ...
 
-    async def find_profiles(
-        self,
-        project_id: str,
-        external_ids: Sequence[str],
-        emails: Sequence[str],
-        phones: Sequence[str],
-    ) -> list[Document]:
-        """Profiles (user_id, traits) matching any of the identifiers."""
+    async def existing_users(self, project_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Which of these user ids have a profile."""
+        ...
+
+    def profile_identities(self, project_id: str, batch: int) -> AsyncIterator[list[Document]]:
+        """Every profile of the project (user_id, traits), in batches: one pass per run."""
         ...
 
 
@@ -119,10 +120,11 @@ class SyncStore(Protocol):
 class MemberSource(Protocol):
     async def count_members(self, audience_id: str) -> int: ...
 
-    async def members_after(
-        self, audience_id: str, after: str | None, limit: int
-    ) -> list[Document]:
-        """Members in user_id order, each with `user_id`, `joined_at` and the profile's traits."""
+    def member_pages(
+        self, audience_id: str, after: str | None, size: int
+    ) -> AsyncIterator[list[Document]]:
+        """Members after `after` in user_id order, in pages, each with `user_id`, `joined_at`
+        and the profile's traits: one query per unload attempt, not one per page."""
         ...
 
 
@@ -154,6 +156,10 @@ class ScheduleStore(Protocol):
     async def scheduled_audiences(self) -> list[Document]: ...
 
     async def set_next_refresh(self, audience_id: str, at: datetime | None) -> None: ...
+
+    async def audience_ready(self, audience_id: str, rule_version: int) -> bool:
+        """Whether the evaluator finished building this version of the audience's members."""
+        ...
 
     async def claim_slot(self, slot_id: str, owner: str, now: datetime, ttl_s: float) -> bool: ...
 

@@ -46,6 +46,10 @@ class Scheduler:
         self._incremental_s = incremental_interval_s
         self._lease_ttl_s = lease_ttl_s
         self._clock = clock
+        # What this process last wrote, so an unchanged next_refresh_at costs no write per tick.
+        self._next_refresh: dict[str, datetime | None] = {}
+        # Slots this process finished; later ticks skip them without asking the store.
+        self._done: set[str] = set()
 
     async def tick(self) -> int:
         """Start every slot that is due and not yet taken; return how many this process ran."""
@@ -55,8 +59,10 @@ class Scheduler:
             schedule = effective_schedule(
                 audience.get("kind", "dynamic"), audience.get("refresh_schedule")
             )
-            await self._store.set_next_refresh(audience["_id"], next_refresh_at(schedule, now))
+            await self._note_next_refresh(audience["_id"], next_refresh_at(schedule, now))
             created = audience.get("created_at") or now
+            if audience.get("mode") == "unload":
+                ran += await self._first_unload(audience, now)
             slot = last_slot(schedule, now)
             # Only slots after the audience existed: a new daily audience first runs at 09:00.
             if slot is not None and slot > created:
@@ -72,10 +78,32 @@ class Scheduler:
                     ran += await self._run_slot(audience, "incremental", incremental, now)
         return ran
 
+    async def _note_next_refresh(self, audience_id: str, at: datetime | None) -> None:
+        if audience_id in self._next_refresh and self._next_refresh[audience_id] == at:
+            return
+        await self._store.set_next_refresh(audience_id, at)
+        self._next_refresh[audience_id] = at
+
+    async def _first_unload(self, audience: Document, now: datetime) -> int:
+        """A `mode: unload` audience writes its file once its members are built (seed 001), and
+        again after each rule change is built; its schedule then refreshes the file."""
+        version = int(audience.get("rule_version", 1))
+        slot_id = f"{audience['_id']}|unload|v{version}"
+        if slot_id in self._done or not await self._store.audience_ready(audience["_id"], version):
+            return 0
+        return await self._claim_and_start(audience, "unload", slot_id, now)
+
     async def _run_slot(
         self, audience: Document, action: str, slot: datetime, now: datetime
     ) -> int:
         slot_id = f"{audience['_id']}|{action}|{slot.isoformat()}"
+        if slot_id in self._done:
+            return 0
+        return await self._claim_and_start(audience, action, slot_id, now)
+
+    async def _claim_and_start(
+        self, audience: Document, action: str, slot_id: str, now: datetime
+    ) -> int:
         if not await self._store.claim_slot(slot_id, self._owner, now, self._lease_ttl_s):
             return 0
         outcome = await self._start(audience, action, slot_id, now)
@@ -84,6 +112,7 @@ class Scheduler:
             log.info("schedule.slot_deferred", slot=slot_id)
             return 0
         await self._store.complete_slot(slot_id, outcome)
+        self._done.add(slot_id)
         SCHEDULED_SLOTS.labels(action=outcome).inc()
         log.info("schedule.slot_ran", slot=slot_id, outcome=outcome)
         return 1
@@ -91,6 +120,8 @@ class Scheduler:
     async def _start(self, audience: Document, action: str, slot_id: str, now: datetime) -> str:
         project_id, audience_id = audience["project_id"], audience["_id"]
         key = slot_hash(slot_id)
+        if action == "unload":
+            return await self._start_unload(audience, key, "create", now)
         if audience.get("kind") == "synced":
             mode = "incremental" if action == "incremental" else "full"
             run_id = f"run_{key}"
@@ -109,38 +140,7 @@ class Scheduler:
             )
             return f"sync_{mode}"
         if audience.get("mode") == "unload":
-            export_id = f"exp_{key}"
-            fmt = audience.get("unload_format", "csv")
-            columns = audience.get("columns")
-            if isinstance(columns, str):
-                columns = [c.strip() for c in columns.split(",") if c.strip()]
-            await self._store.create_export(
-                {
-                    "_id": export_id,
-                    "project_id": project_id,
-                    "audience_id": audience_id,
-                    "format": fmt,
-                    "columns": columns,
-                    "include_traits": False,
-                    "file": f"{export_id}.{fmt}",
-                    "trigger": "schedule",
-                    "status": "queued",
-                    "attempts": 0,
-                    "rows_total": None,
-                    "rows_written": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            await self._commands.publish_command(
-                ExportRequested(
-                    event_id=f"cmd_{key}",
-                    project_id=project_id,
-                    audience_id=audience_id,
-                    export_id=export_id,
-                )
-            )
-            return "unload"
+            return await self._start_unload(audience, key, "schedule", now)
         await self._commands.publish_audience_changed(
             AudienceChanged(
                 event_id=f"evt_{key}",
@@ -151,3 +151,40 @@ class Scheduler:
             )
         )
         return "refresh"
+
+    async def _start_unload(self, audience: Document, key: str, trigger: str, now: datetime) -> str:
+        """An export of the audience's stored projection (`columns`) and format."""
+        project_id, audience_id = audience["project_id"], audience["_id"]
+        export_id = f"exp_{key}"
+        fmt = audience.get("unload_format") or "csv"
+        columns = audience.get("columns")
+        if isinstance(columns, str):
+            columns = [c.strip() for c in columns.split(",") if c.strip()]
+        await self._store.create_export(
+            {
+                "_id": export_id,
+                "kind": "export",
+                "project_id": project_id,
+                "audience_id": audience_id,
+                "format": fmt,
+                "columns": columns or None,
+                "include_traits": False,
+                "file": f"{export_id}.{fmt}",
+                "trigger": trigger,
+                "status": "queued",
+                "attempts": 0,
+                "rows_total": None,
+                "rows_written": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        await self._commands.publish_command(
+            ExportRequested(
+                event_id=f"cmd_{key}",
+                project_id=project_id,
+                audience_id=audience_id,
+                export_id=export_id,
+            )
+        )
+        return "unload"

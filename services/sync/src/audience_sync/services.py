@@ -80,74 +80,103 @@ class Identity:
         return keys
 
 
+def profile_keys(doc: Document) -> list[str]:
+    """The identity keys a stored profile answers to (its traits' external_id, email, phone)."""
+    traits = doc.get("traits") or {}
+    keys = []
+    if isinstance(traits.get("external_id"), str) and traits["external_id"]:
+        keys.append(f"external_id:{traits['external_id']}")
+    if isinstance(traits.get("email"), str) and traits["email"].strip():
+        keys.append(f"email:{normalize_email(traits['email'])}")
+    if isinstance(traits.get("phone"), str) and traits["phone"].strip():
+        keys.append(f"phone:{normalize_phone(traits['phone'])}")
+    return keys
+
+
 class IdentityResolver:
     """Maps records to user ids: external_id, then email, then phone; else a new user.
 
-    New users get a deterministic id (the external_id itself, or a hash of the first
-    identifier), so importing the same data twice, or resuming an import, names the same user.
-    Links we decide are remembered, so later pages and runs resolve without a profile scan.
+    Every lookup pins `_id`: identity keys are links (`<project>|email:a@b.c` -> user id). The
+    sync links every user it maps or creates; users that reached Audiences another way are
+    linked by one pass over the project's profiles per run (`link_profiles`), before the run
+    resolves anyone. New users get a deterministic id (the external_id itself, or a hash of the
+    first identifier), so importing the same data twice, or resuming an import, names the same
+    user.
     """
 
-    def __init__(self, store: IdentityStore) -> None:
+    def __init__(self, store: IdentityStore, scan_batch: int = 500) -> None:
         self._store = store
+        self._scan_batch = scan_batch
+
+    def for_run(self) -> "RunIdentities":
+        return RunIdentities(self)
+
+    async def link_profiles(self, project_id: str) -> int:
+        """Link the keys of every profile not linked yet; returns how many links were added."""
+        added = 0
+        async for batch in self._store.profile_identities(project_id, self._scan_batch):
+            wanted: dict[str, str] = {}
+            # Smallest user id first, so a key two profiles share resolves the same every time.
+            for doc in sorted(batch, key=lambda d: str(d["user_id"])):
+                for key in profile_keys(doc):
+                    wanted.setdefault(key, str(doc["user_id"]))
+            linked = await self._store.find_links(project_id, sorted(wanted))
+            missing = {key: user for key, user in wanted.items() if key not in linked}
+            if missing:
+                await self._store.save_links(project_id, missing)
+                added += len(missing)
+        return added
 
     async def resolve(self, project_id: str, identities: Sequence[Identity]) -> list[str]:
         pending = [i for i in identities if i.user_id is None]
         keys = sorted({key for identity in pending for key in identity.lookup_keys()})
         linked = await self._store.find_links(project_id, keys) if keys else {}
-        unlinked = [i for i in pending if not any(k in linked for k in i.lookup_keys())]
-        from_profiles = await self._profile_matches(project_id, unlinked) if unlinked else {}
+        # An external_id that is already a user's id names that user.
+        external = sorted({i.external_id for i in pending if i.external_id} - set(linked))
+        for user_id in await self._store.existing_users(project_id, external) if external else []:
+            linked[f"external_id:{user_id}"] = user_id
         resolved: list[str] = []
         new_links: dict[str, str] = {}
         for identity in identities:
             if identity.user_id is not None:
                 resolved.append(identity.user_id)
                 continue
-            user_id = self._pick(identity, linked, from_profiles)
+            user_id = self._pick(identity, linked)
             resolved.append(user_id)
             for key in identity.lookup_keys():
                 if key not in linked:
                     new_links.setdefault(key, user_id)
+                    # Later records of this batch with the same key name the same user.
+                    linked[key] = user_id
         if new_links:
             await self._store.save_links(project_id, new_links)
         return resolved
 
     @staticmethod
-    def _pick(identity: Identity, linked: dict[str, str], profiles: dict[str, str]) -> str:
+    def _pick(identity: Identity, linked: dict[str, str]) -> str:
         for key in identity.lookup_keys():
             if key in linked:
                 return linked[key]
-            if key in profiles:
-                return profiles[key]
         if identity.external_id:
             return identity.external_id[:MAX_ID_LENGTH]
         first = identity.lookup_keys()[0]
         return "usr_" + hashlib.sha256(first.encode()).hexdigest()[:24]
 
-    async def _profile_matches(
-        self, project_id: str, identities: Sequence[Identity]
-    ) -> dict[str, str]:
-        external = sorted({i.external_id for i in identities if i.external_id})
-        emails = {normalize_email(i.email) for i in identities if i.email}
-        # Profiles may carry the address as it was typed; ask for both spellings.
-        emails |= {i.email.strip() for i in identities if i.email}
-        phones = {i.phone.strip() for i in identities if i.phone}
-        phones |= {normalize_phone(i.phone) for i in identities if i.phone}
-        docs = await self._store.find_profiles(project_id, external, sorted(emails), sorted(phones))
-        matches: dict[str, str] = {}
-        # Smallest user id first, so a tie resolves the same way every time.
-        for doc in sorted(docs, key=lambda d: str(d["user_id"])):
-            traits = doc.get("traits") or {}
-            user_id = str(doc["user_id"])
-            if user_id in external:
-                matches.setdefault(f"external_id:{user_id}", user_id)
-            if isinstance(traits.get("external_id"), str):
-                matches.setdefault(f"external_id:{traits['external_id']}", user_id)
-            if isinstance(traits.get("email"), str):
-                matches.setdefault(f"email:{normalize_email(traits['email'])}", user_id)
-            if isinstance(traits.get("phone"), str):
-                matches.setdefault(f"phone:{normalize_phone(traits['phone'])}", user_id)
-        return matches
+
+class RunIdentities:
+    """The resolver for one run or import: links the project's profiles once, when the first
+    record without a user_id needs resolving (an import naming every user_id never scans)."""
+
+    def __init__(self, resolver: IdentityResolver) -> None:
+        self._resolver = resolver
+        self._linked_projects: set[str] = set()
+
+    async def resolve(self, project_id: str, identities: Sequence[Identity]) -> list[str]:
+        if project_id not in self._linked_projects and any(i.user_id is None for i in identities):
+            added = await self._resolver.link_profiles(project_id)
+            log.info("identities.profiles_linked", project_id=project_id, links=added)
+            self._linked_projects.add(project_id)
+        return await self._resolver.resolve(project_id, identities)
 
 
 def klaviyo_traits(profile: SourceProfile) -> dict[str, Any]:
@@ -210,13 +239,11 @@ class KlaviyoSyncService:
             raise JobFailed("klaviyo_not_connected", "The project has no Klaviyo integration")
         api_key = self._decrypt(encrypted)
         checkpoint: Document = dict(run.get("checkpoint") or {})
+        # The run record holds the counters of the pages already checkpointed (a resume goes on
+        # counting from them).
         progress: Document = {
-            "pages": 0,
-            "profiles": 0,
-            "entered": 0,
-            "exited": 0,
-            "identified": 0,
-            **(run.get("progress") or {}),
+            name: run.get(name) or 0
+            for name in ("pages", "profiles", "entered", "exited", "identified")
         }
         if "since" not in checkpoint:
             state = await self._store.sync_state(run["audience_id"]) or {}
@@ -226,9 +253,10 @@ class KlaviyoSyncService:
                 sync_source["list_id"], checkpoint["since"]
             )
             checkpoint["watermark"] = state.get("watermark")
+        identities = self._identities.for_run()
         while checkpoint.get("next_url"):
             page = await self._source.profiles_page(api_key, checkpoint["next_url"])
-            watermark = await self._apply_page(run, page.profiles, progress)
+            watermark = await self._apply_page(run, identities, page.profiles, progress)
             if watermark is not None and (
                 checkpoint.get("watermark") is None or watermark > checkpoint["watermark"]
             ):
@@ -246,7 +274,11 @@ class KlaviyoSyncService:
         )
 
     async def _apply_page(
-        self, run: Document, profiles: Sequence[SourceProfile], progress: Document
+        self,
+        run: Document,
+        resolver: RunIdentities,
+        profiles: Sequence[SourceProfile],
+        progress: Document,
     ) -> datetime | None:
         project_id, audience_id, run_id = run["project_id"], run["audience_id"], run["_id"]
         identities = [
@@ -258,7 +290,7 @@ class KlaviyoSyncService:
             )
             for p in profiles
         ]
-        user_ids = await self._identities.resolve(project_id, identities)
+        user_ids = await resolver.resolve(project_id, identities)
         current = await self._store.list_members(audience_id, user_ids)
         events: list[UserEventBase] = []
         seen: list[Document] = []
@@ -422,8 +454,9 @@ class CsvImportService:
             "rows_failed": record.get("rows_failed", 0),
             "errors": list(record.get("errors", [])),
         }
+        identities = self._identities.for_run()
         async for chunk in self._files.chunks(path, checkpoint["rows_done"], self._chunk_rows):
-            await self._import_chunk(record, layout, chunk, progress)
+            await self._import_chunk(record, layout, identities, chunk, progress)
             checkpoint["rows_done"] += len(chunk)
             await job.checkpoint(checkpoint, progress)
 
@@ -431,6 +464,7 @@ class CsvImportService:
         self,
         record: Document,
         layout: CsvLayout,
+        identities: RunIdentities,
         chunk: list[tuple[int, list[str]]],
         progress: Document,
     ) -> None:
@@ -448,7 +482,7 @@ class CsvImportService:
                 if len(progress["errors"]) < MAX_REPORTED_ERRORS:
                     progress["errors"].append({"row": row_number, "message": str(exc)})
         ROWS_FAILED.inc(len(chunk) - len(parsed))
-        user_ids = await self._identities.resolve(project_id, [identity for identity, _ in parsed])
+        user_ids = await identities.resolve(project_id, [identity for identity, _ in parsed])
         events: list[UserEventBase] = []
         for (_, traits), user_id in zip(parsed, user_ids, strict=True):
             if traits:
@@ -560,7 +594,7 @@ class ExportService:
             size = await sink.write([csv_line(header)] if record["format"] == "csv" else [])
             checkpoint = {"after": None, "bytes": size}
             await job.checkpoint(checkpoint, progress)
-        while page := await self._members.members_after(
+        async for page in self._members.member_pages(
             record["audience_id"], checkpoint["after"], self._page_rows
         ):
             lines = [self._line(record["format"], m, columns, include_traits) for m in page]

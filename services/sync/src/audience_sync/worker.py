@@ -43,6 +43,10 @@ class ClaimedJob:
         self._owner = owner
         self._lease_s = lease_s
         self._clock = clock
+        # The heartbeat and the work both write this record. FerretDB rewrites the whole
+        # document on every update, so two overlapping updates could lose one's fields (a
+        # checkpoint undone by a renewal): one write at a time per record.
+        self._writes = asyncio.Lock()
 
     async def checkpoint(self, checkpoint: Document, progress: Document) -> None:
         await self.update({"checkpoint": checkpoint, **progress})
@@ -54,16 +58,22 @@ class ClaimedJob:
             "lease_until": now + timedelta(seconds=self._lease_s),
             "updated_at": now,
         }
-        await self._jobs.update_owned(self.kind, self.record["_id"], self._owner, fields)
+        async with self._writes:
+            await self._jobs.update_owned(self.kind, self.record["_id"], self._owner, fields)
         self.record.update(fields)
 
     async def renew(self) -> None:
         await self.update({})
 
     async def resumed(self) -> None:
-        await self._jobs.update_owned(
-            self.kind, self.record["_id"], self._owner, {}, inc={"resumes": 1}
-        )
+        now = self._clock()
+        # Renew the lease too: between attempts nothing else does, and a lease that lapses
+        # while we back off hands the record to a second worker.
+        renewal = {"lease_until": now + timedelta(seconds=self._lease_s), "updated_at": now}
+        async with self._writes:
+            await self._jobs.update_owned(
+                self.kind, self.record["_id"], self._owner, renewal, inc={"resumes": 1}
+            )
         fresh = await self._jobs.get(self.kind, self.record["_id"])
         if fresh is None or fresh.get("owner") != self._owner:
             raise LeaseLost(self.record["_id"])
@@ -177,8 +187,14 @@ class JobWorker:
                     "job.resuming", attempt=attempt, wait_s=round(wait_s, 2), error=str(exc)
                 )
                 await asyncio.sleep(wait_s)
-                with contextlib.suppress(Exception):
+                try:
                     await job.resumed()
+                except LeaseLost:
+                    log.warning("job.lease_lost")
+                    return None
+                except Exception as resume_exc:
+                    # The store is down too: the next attempt meets it and backs off again.
+                    log.warning("job.resume_not_recorded", error=repr(resume_exc))
 
     async def _with_heartbeat(self, job: ClaimedJob) -> None:
         work: asyncio.Task[None] = asyncio.create_task(self._actions[job.kind](job))

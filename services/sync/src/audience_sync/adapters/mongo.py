@@ -1,13 +1,13 @@
 """MongoDB adapters of the sync service: work records, list members, identities, schedules."""
 
-import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from audience_shared.store import bulk_write_chunked
 
@@ -16,6 +16,10 @@ DUPLICATE_KEY = 11000
 
 # Work kinds and the collections holding their records (the api reads the same ones).
 JOB_COLLECTIONS = {"sync": "sync_runs", "import": "imports", "export": "exports"}
+# A claim whose record is still unmarked this long after it was won belongs to a dead worker.
+STALE_CLAIM_S = 60.0
+# `_id: {$in: [...]}` lists stay under FerretDB's limit for using the `_id` index (1,000).
+ID_BATCH = 500
 
 
 class LeaseLost(Exception):
@@ -37,24 +41,46 @@ class MongoJobStore:
         }
         cursor = collection.find(claimable, {"attempts": 1}).sort("created_at", ASCENDING).limit(5)
         for candidate in [doc async for doc in cursor]:
-            # A guarded single-document update, not findAndModify: FerretDB does not make
-            # findAndModify atomic, so two workers could both "claim" one record with it.
-            # `attempts` is the version the guard checks; only one claimer can match it.
-            result = await collection.update_one(
-                {**claimable, "_id": candidate["_id"], "attempts": candidate.get("attempts", 0)},
+            attempt = candidate.get("attempts", 0)
+            # The claim is the insert of the attempt's claim document: the store's unique `_id`
+            # lets exactly one worker win it. A guarded update is not enough: FerretDB matches
+            # the guard and writes the document in two steps, so two workers could both "win".
+            claim_id = f"{kind}|{candidate['_id']}|{attempt}"
+            try:
+                await self._db.job_claims.insert_one({"_id": claim_id, "owner": owner, "at": now})
+            except DuplicateKeyError:
+                await self._skip_stale_claim(collection, candidate["_id"], attempt, claim_id, now)
+                continue
+            await collection.update_one(
+                {"_id": candidate["_id"]},
                 {
                     "$set": {
                         "status": "running",
                         "owner": owner,
                         "lease_until": now + timedelta(seconds=lease_s),
+                        "attempts": attempt + 1,
                         "updated_at": now,
-                    },
-                    "$inc": {"attempts": 1},
+                    }
                 },
             )
-            if result.modified_count == 1:
-                return await collection.find_one({"_id": candidate["_id"]})
+            return await collection.find_one({"_id": candidate["_id"]})
         return None
+
+    async def _skip_stale_claim(
+        self,
+        collection: AsyncCollection[Document],
+        record_id: str,
+        attempt: int,
+        claim_id: str,
+        now: datetime,
+    ) -> None:
+        """A worker that won a claim but died before marking the record leaves it claimable at
+        the same attempt forever; past the claim's age limit, move the record to the next one."""
+        claim = await self._db.job_claims.find_one({"_id": claim_id})
+        if claim is not None and claim["at"] < now - timedelta(seconds=STALE_CLAIM_S):
+            await collection.update_one(
+                {"_id": record_id, "attempts": attempt}, {"$set": {"attempts": attempt + 1}}
+            )
 
     async def get(self, kind: str, record_id: str) -> Document | None:
         return await self._db[JOB_COLLECTIONS[kind]].find_one({"_id": record_id})
@@ -160,62 +186,63 @@ class MongoSyncStore:
 
 
 class MongoIdentityStore:
-    """Identity keys we linked to users, and the profile lookup for the ones we did not."""
+    """Identity links (`_id` = "<project>|<key>") and the profiles they come from."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
 
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
         ids = [f"{project_id}|{key}" for key in keys]
-        cursor = self._db.identity_links.find({"_id": {"$in": ids}})
-        return {doc["_id"].split("|", 1)[1]: doc["user_id"] async for doc in cursor}
+        # Short `$in` lists: FerretDB serves `_id: {$in}` by index only up to 1,000 values.
+        for start in range(0, len(ids), ID_BATCH):
+            cursor = self._db.identity_links.find({"_id": {"$in": ids[start : start + ID_BATCH]}})
+            found.update({doc["_id"].split("|", 1)[1]: doc["user_id"] async for doc in cursor})
+        return found
 
     async def save_links(self, project_id: str, links: dict[str, str]) -> None:
-        try:
-            await bulk_write_chunked(
-                self._db.identity_links,
-                [
-                    UpdateOne(
-                        {"_id": f"{project_id}|{key}"},
-                        {"$setOnInsert": {"project_id": project_id, "user_id": user_id}},
-                        upsert=True,
-                    )
-                    for key, user_id in links.items()
-                ],
-            )
-        except (BulkWriteError, KeyError):
-            # Two workers linking one key at once: the first link stands, as intended. (FerretDB
-            # answers such a bulk without `nModified`, which pymongo reports as a KeyError.)
-            for key, user_id in links.items():
-                with contextlib.suppress(DuplicateKeyError):
-                    await self._db.identity_links.update_one(
-                        {"_id": f"{project_id}|{key}"},
-                        {"$setOnInsert": {"project_id": project_id, "user_id": user_id}},
-                        upsert=True,
-                    )
-
-    async def find_profiles(
-        self,
-        project_id: str,
-        external_ids: Sequence[str],
-        emails: Sequence[str],
-        phones: Sequence[str],
-    ) -> list[Document]:
-        clauses: list[Document] = []
-        if external_ids:
-            clauses.append({"traits.external_id": {"$in": list(external_ids)}})
-            clauses.append({"_id": {"$in": [f"{project_id}/{e}" for e in external_ids]}})
-        if emails:
-            clauses.append({"traits.email": {"$in": list(emails)}})
-        if phones:
-            clauses.append({"traits.phone": {"$in": list(phones)}})
-        if not clauses:
-            return []
-        cursor = self._db.profiles.find(
-            {"project_id": project_id, "$or": clauses},
-            {"user_id": 1, "traits.external_id": 1, "traits.email": 1, "traits.phone": 1},
+        # Idempotent upserts, and a duplicate key (two workers linking one key at once) means
+        # the first link stands, as intended.
+        await bulk_write_chunked(
+            self._db.identity_links,
+            [
+                UpdateOne(
+                    {"_id": f"{project_id}|{key}"},
+                    {"$setOnInsert": {"project_id": project_id, "user_id": user_id}},
+                    upsert=True,
+                )
+                for key, user_id in links.items()
+            ],
+            ignore_duplicates=True,
         )
-        return [doc async for doc in cursor]
+
+    async def existing_users(self, project_id: str, user_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = [f"{project_id}/{user_id}" for user_id in user_ids]
+        for start in range(0, len(ids), ID_BATCH):
+            cursor = self._db.profiles.find(
+                {"_id": {"$in": ids[start : start + ID_BATCH]}}, {"user_id": 1}
+            )
+            found.update({str(doc["user_id"]) async for doc in cursor})
+        return found
+
+    async def profile_identities(
+        self, project_id: str, batch: int
+    ) -> AsyncIterator[list[Document]]:
+        # One pass over the profiles per run (a scan on FerretDB), streamed in batches.
+        cursor = self._db.profiles.find(
+            {"project_id": project_id},
+            {"user_id": 1, "traits.external_id": 1, "traits.email": 1, "traits.phone": 1},
+            batch_size=batch,
+        )
+        page: list[Document] = []
+        async for doc in cursor:
+            page.append(doc)
+            if len(page) >= batch:
+                yield page
+                page = []
+        if page:
+            yield page
 
 
 class MongoMemberSource:
@@ -227,27 +254,39 @@ class MongoMemberSource:
     async def count_members(self, audience_id: str) -> int:
         return await self._db.memberships.count_documents({"audience_id": audience_id})
 
-    async def members_after(
-        self, audience_id: str, after: str | None, limit: int
-    ) -> list[Document]:
+    async def member_pages(
+        self, audience_id: str, after: str | None, size: int
+    ) -> AsyncIterator[list[Document]]:
         query: Document = {"audience_id": audience_id}
         if after is not None:
             query["user_id"] = {"$gt": after}
-        cursor = self._db.memberships.find(query).sort("user_id", ASCENDING).limit(limit)
-        members = [doc async for doc in cursor]
-        if not members:
-            return []
-        profiles = {
-            doc["_id"]: doc.get("traits") or {}
-            async for doc in self._db.profiles.find(
-                {"_id": {"$in": [m["profile_id"] for m in members]}}, {"traits": 1}
+        # One cursor for the whole unload: on FerretDB every query of memberships by audience is
+        # a scan, so a query per page would make the unload quadratic in the audience's size.
+        cursor = self._db.memberships.find(
+            query, {"user_id": 1, "joined_at": 1, "profile_id": 1}, batch_size=size
+        ).sort("user_id", ASCENDING)
+        page: list[Document] = []
+        async for doc in cursor:
+            page.append(doc)
+            if len(page) >= size:
+                yield await self._with_traits(page)
+                page = []
+        if page:
+            yield await self._with_traits(page)
+
+    async def _with_traits(self, members: list[Document]) -> list[Document]:
+        ids = [m["profile_id"] for m in members]
+        traits: dict[str, Document] = {}
+        for start in range(0, len(ids), ID_BATCH):
+            cursor = self._db.profiles.find(
+                {"_id": {"$in": ids[start : start + ID_BATCH]}}, {"traits": 1}
             )
-        }
+            traits.update({doc["_id"]: doc.get("traits") or {} async for doc in cursor})
         return [
             {
                 "user_id": m["user_id"],
                 "joined_at": m.get("joined_at"),
-                "traits": profiles.get(m["profile_id"], {}),
+                "traits": traits.get(m["profile_id"], {}),
             }
             for m in members
         ]
@@ -275,6 +314,14 @@ class MongoScheduleStore:
     async def set_next_refresh(self, audience_id: str, at: datetime | None) -> None:
         await self._db.schedules.update_one(
             {"_id": audience_id}, {"$set": {"next_refresh_at": at}}, upsert=True
+        )
+
+    async def audience_ready(self, audience_id: str, rule_version: int) -> bool:
+        state = await self._db.audience_state.find_one(
+            {"_id": audience_id}, {"status": 1, "rule_version": 1}
+        )
+        return bool(
+            state and state.get("status") == "ready" and state.get("rule_version") == rule_version
         )
 
     async def claim_slot(self, slot_id: str, owner: str, now: datetime, ttl_s: float) -> bool:
