@@ -3,10 +3,10 @@
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker
 
-from audience_api.errors import Unavailable
+from audience_api.errors import ApiError, Unavailable
 from audience_shared.events import AudienceChanged, UserEventBase
 from audience_shared.topics import Topic
 
@@ -20,6 +20,15 @@ class BrokerUnavailable(Unavailable):
             retry_after_s=retry_after_s,
         )
         self.code = "broker_unavailable"
+
+
+class EventTooLarge(ApiError):
+    """An event over the broker's message limit: retrying cannot help, so it is no 503."""
+
+    status = 413
+
+    def __init__(self) -> None:
+        super().__init__("payload_too_large", "An event is larger than the broker accepts")
 
 
 class KafkaEventPublisher:
@@ -64,6 +73,8 @@ class KafkaEventPublisher:
     async def _guarded(self, awaitable: object) -> None:
         try:
             await asyncio.wait_for(awaitable, timeout=self._timeout_s)  # type: ignore[arg-type]
+        except MessageSizeTooLargeError as exc:
+            raise EventTooLarge() from exc
         except (TimeoutError, KafkaError) as exc:
             # The caller gets a 503 and retries; an event we could not publish was never accepted.
             raise BrokerUnavailable(retry_after_s=max(1, round(self._timeout_s))) from exc
