@@ -224,6 +224,11 @@ async def test_unload_mode__audience_writes_its_projection_once_built(
         },
     )
     assert identified.status_code in (200, 202), identified.text
+    # The unload is of the members as built; first let the evaluator fold those identifies.
+    probe = await project_client.post(
+        "/v1/audiences", json={"name": "Pro probe", "criteria": "Users with plan=pro"}
+    )
+    await wait_for_count(project_client, probe.json()["id"], 2, timeout=COUNT_TIMEOUT_S)
     created = await project_client.post(
         "/v1/audiences",
         json={
