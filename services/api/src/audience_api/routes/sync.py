@@ -28,7 +28,8 @@ class Strict(BaseModel):
 
 class KlaviyoConnect(Strict):
     project_id: str | None = None
-    api_key: str = Field(min_length=8, max_length=200)
+    # Printable ASCII only: it goes into an HTTP header, where anything else cannot be encoded.
+    api_key: str = Field(min_length=8, max_length=200, pattern=r"^[!-~]+$")
 
 
 class KlaviyoImport(Strict):
