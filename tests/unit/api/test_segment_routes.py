@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from audience_api.errors import Unavailable
 from audience_api.gzip_bodies import GzipRequestBodies
 from audience_api.http_errors import install_error_handlers
+from audience_api.rate_limit import RateLimit, TokenBuckets
 from audience_api.routes import segment
 from audience_api.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from audience_api.services import IngestionService, KeyService, hash_key
@@ -65,6 +66,9 @@ class FakePublisher:
 class FakeContainer:
     keys: KeyService
     ingestion: IngestionService
+    rate_limits: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(RateLimit(per_second=1000, burst=1000))
+    )
 
 
 @pytest.fixture
