@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
 # Bump the suffix whenever a patch in deploy/local/ferretdb/ changes, so cached builds are redone.
-FERRETDB_BUILD="$FERRETDB_VERSION-audiences.1"
+FERRETDB_BUILD="$FERRETDB_VERSION-audiences.2"
 FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_BUILD/ferretdb"
 DATA_DIR="$LOCAL/store/data"
 
@@ -36,8 +36,8 @@ install_ferretdb() {
   cp -r "$gomod" "$src" && chmod -R u+w "$src"
   # FerretDB embeds its version from build/version/version.txt, which the module archive lacks.
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
-  # Lookups by _id must use the _id index (upstream's SQL expression misses it, so every update
-  # scanned the whole collection); see deploy/local/ferretdb/sqlite-id-index.patch.
+  # Our fixes (deploy/local/ferretdb/, explained in docs/operations.md): lookups by _id use the
+  # _id index, and update/findAndModify/delete commands are atomic.
   local patch_file
   for patch_file in "$ROOT/deploy/local/ferretdb/"*.patch; do
     (cd "$src" && git apply -p1 "$patch_file") || die "could not apply $patch_file"
