@@ -63,6 +63,7 @@ async function signIn(key) {
 
 function route() {
   if (!session.key) return showSignIn();
+  $("sign-in").hidden = true;
   const hash = location.hash || "#/audiences";
   const match = ROUTES.map(([pattern, section, view]) => [pattern.exec(hash), section, view])
     .find(([found]) => found);

@@ -1,5 +1,5 @@
 // uPlot charts (vendored, see vendor/uplot/README.md) with a data table for screen readers.
-import { h, fmtNumber } from "./ui.js";
+import { h, fmtNumber, fmtRate } from "./ui.js";
 
 const COLORS = { size: "#1d5fbf", entered: "#1a7f37", exited: "#b35900", rate: "#6f42c1" };
 const live = new Set();
@@ -42,6 +42,22 @@ function dataTable(caption, headers, rows) {
 
 const seconds = (at) => new Date(at).getTime() / 1000;
 
+// Half an hour either side: a single hourly point (or bar) then sits in the middle of a sane
+// axis instead of uPlot stretching one instant over years.
+// (From the data itself: for a single point uPlot hands the range function a span of years.)
+const HALF_HOUR = 1800;
+const dataSpan = (u, min, max) => {
+  const xs = u.data[0];
+  return xs.length ? [xs[0], xs[xs.length - 1]] : [min, max];
+};
+const paddedTime = {
+  time: true,
+  range: (u, min, max) => {
+    const [lo, hi] = dataSpan(u, min, max);
+    return [lo - HALF_HOUR, hi + HALF_HOUR];
+  },
+};
+
 // Size over time: one line of the member count at each history point.
 export function sizeChart(figure, points) {
   const xs = points.map((p) => seconds(p.at));
@@ -58,7 +74,7 @@ export function sizeChart(figure, points) {
         points: { show: true, size: 5 } },
     ],
     axes: [{}, { values: (u, ticks) => ticks.map(fmtNumber) }],
-    scales: { x: { time: true } },
+    scales: { x: paddedTime, y: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] } },
   }, [xs, ys]);
 }
 
@@ -84,7 +100,10 @@ export function flowChart(figure, points) {
         points: { show: false }, value: magnitude },
     ],
     axes: [{}, { values: (u, ticks) => ticks.map((t) => fmtNumber(Math.abs(t))) }],
-    scales: { x: { time: true } },
+    scales: {
+      x: paddedTime,
+      y: { range: (u, min, max) => [Math.min(0, min * 1.15), Math.max(1, max * 1.15)] },
+    },
   }, [xs, entered, exited]);
 }
 
@@ -94,8 +113,18 @@ export function rateChart(holder, labels) {
   const palette = [COLORS.rate, COLORS.entered, COLORS.exited, COLORS.size];
   const chart = mount(holder, {
     height: 180,
-    series: [{}, ...labels.map((label, i) => ({ label, stroke: palette[i % palette.length], width: 2 }))],
-    scales: { x: { time: true } },
+    series: [{}, ...labels.map((label, i) => ({ label, stroke: palette[i % palette.length], width: 2,
+      value: (u, v) => fmtRate(v) }))],
+    scales: {
+      x: {
+        time: true,
+        range: (u, min, max) => {
+          const [lo, hi] = dataSpan(u, min, max);
+          return hi - lo < 60 ? [hi - 60, hi] : [lo, hi];
+        },
+      },
+      y: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] },
+    },
   }, data);
   return {
     push(at, values) {
@@ -119,7 +148,13 @@ export function barsChart(figure, caption, labels, values, format) {
     series: [{}, { label: caption, stroke: COLORS.size, fill: COLORS.size,
       paths: window.uPlot.paths.bars({ size: [0.6, 80] }), points: { show: false },
       value: (u, v) => format(v) }],
-    axes: [{ values: (u, ticks) => ticks.map((t) => labels[t] ?? "") }, {}],
-    scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
+    axes: [
+      { splits: () => xs, values: (u, ticks) => ticks.map((t) => labels[t] ?? "") },
+      { values: (u, ticks) => ticks.map(format) },
+    ],
+    scales: {
+      x: { time: false, range: [-0.5, labels.length - 0.5] },
+      y: { range: (u, min, max) => [0, Math.max(0.01, max * 1.2)] },
+    },
   }, [xs, values]);
 }

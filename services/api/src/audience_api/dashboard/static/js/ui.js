@@ -19,7 +19,8 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-function append(node, children) {
+// Appends children, skipping null/undefined/false (native append would print "null").
+export function append(node, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
@@ -28,7 +29,7 @@ function append(node, children) {
 
 export function replace(node, ...children) {
   node.replaceChildren();
-  append(node, children);
+  append(node, ...children);
   return node;
 }
 

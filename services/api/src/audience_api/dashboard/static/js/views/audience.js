@@ -3,7 +3,7 @@ import { api, download, itemsOf } from "../api.js";
 import { sizeChart, flowChart } from "../charts.js";
 import { ruleText, ruleTree, explainTree } from "../rule.js";
 import {
-  h, replace, fmtNumber, fmtTime, timeAgo, statusBadge, progressBar, poll, toast, announce,
+  append, h, replace, fmtNumber, fmtTime, timeAgo, statusBadge, progressBar, poll, toast, announce,
   errorText, labelled, focusHeading,
 } from "../ui.js";
 
@@ -77,11 +77,11 @@ function ruleSection(audience) {
   const section = h("section", { class: "card", "aria-labelledby": "rule-title" },
     h("h2", { id: "rule-title" }, "Rule"));
   if (!audience.rule) {
-    section.append(h("p", {}, `A ${audience.kind} list: members come from `,
+    append(section, h("p", {}, `A ${audience.kind} list: members come from `,
       audience.kind === "synced" ? "syncs of its source list." : "CSV imports."));
     return section;
   }
-  section.append(
+  append(section, 
     h("p", { class: "rule-text", id: "rule-text" }, ruleText(audience.rule)),
     audience.criteria ? h("p", { class: "muted" }, "As written: ", h("q", {}, audience.criteria)) : null,
     h("details", { open: true }, h("summary", {}, "Rule tree"), ruleTree(audience.rule)));
@@ -209,7 +209,9 @@ function followSync(audience, runId, show, stops, button) {
   stops.push(poll(async () => {
     const status = await api.syncRun(audience.id, runId);
     const run = status.run || {};
-    show(statusBadge(run.status), ` ${fmtNumber(run.pages)} pages, ${fmtNumber(run.profiles)} ` +
+    // Klaviyo never says how long a list is, so the bar is indeterminate until the run ends.
+    show(progressBar(run.progress ?? null, "Sync progress"), " ", statusBadge(run.status),
+      ` ${fmtNumber(run.pages)} pages, ${fmtNumber(run.profiles)} ` +
       `profiles, ${fmtNumber(run.entered)} entered, ${fmtNumber(run.exited)} exited`,
       run.error ? h("span", { class: "error-text" }, ` ${run.error.message || ""}`) : "");
     if (run.status === "completed" || run.status === "failed") {

@@ -2,7 +2,7 @@
 import { api, itemsOf } from "../api.js";
 import { barsChart } from "../charts.js";
 import {
-  h, replace, fmtNumber, statusBadge, toast, announce, errorText, focusHeading, timeAgo,
+  append, h, replace, fmtNumber, statusBadge, toast, announce, errorText, focusHeading, timeAgo,
 } from "../ui.js";
 
 const percent = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
@@ -30,7 +30,8 @@ export function campaignsView(root, campaignId) {
         h("ul", {}, campaigns.map((c) => h("li", {},
           h("a", { href: `#/campaigns/${encodeURIComponent(c.id)}`,
             "aria-current": c === chosen ? "page" : undefined },
-          c.name, " ", h("span", { class: "muted" }, `${c.audience_count} audiences`), " ",
+          c.name, " ", h("span", { class: "muted" },
+            `${c.audience_count} audience${c.audience_count === 1 ? "" : "s"}`), " ",
           statusBadge(c.status)))))) :
         h("p", {}, "No campaigns in this project yet."),
       detail);
@@ -138,7 +139,7 @@ async function renderExperiments(holder, withExperiments) {
       h("h3", {}, `${audience.name}: experiment `, h("code", {}, audience.experiment.id)));
     holder.append(section);
     try {
-      section.append(...experimentResults(await api.experimentResults(audience.experiment.id)));
+      append(section, experimentResults(await api.experimentResults(audience.experiment.id)));
     } catch (error) {
       section.append(h("p", { class: "error-text" }, errorText(error)));
     }
