@@ -135,10 +135,31 @@ class FakeCatalog:
         return self.states.get(audience_id)
 
     async def claim_build(
-        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
+        self,
+        audience_id: str,
+        version: int,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        refresh_requested_at: datetime | None = None,
     ) -> bool:
         state = self.states.setdefault(audience_id, {})
-        if state.get("build_version", 0) < version or state.get("build_owner") == owner:
-            state.update(build_version=version, build_owner=owner, build_lease_until=now + lease)
+        refresh_due = (
+            refresh_requested_at is not None
+            and state.get("build_version") == version
+            and state.get("status") == "ready"
+            and state.get("build_claimed_at", refresh_requested_at) < refresh_requested_at
+        )
+        if (
+            state.get("build_version", 0) < version
+            or state.get("build_owner") == owner
+            or refresh_due
+        ):
+            state.update(
+                build_version=version,
+                build_owner=owner,
+                build_lease_until=now + lease,
+                build_claimed_at=now,
+            )
             return True
         return False

@@ -381,3 +381,20 @@ async def test_new_user__negative_condition_on_other_events__enters(world: World
     await world.audience("aud_lapsed", "Users who did not purchase in the last 30 days")
     await world.service.apply_user_events([track("u1", "app_open")])
     assert world.members("aud_lapsed") == {"u1"}
+
+
+async def test_refresh_requested__rebuilds_once_even_when_another_process_built_it(
+    world: World,
+) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    world.catalog.states["aud_p"]["build_owner"] = "another-process"
+    world.clock.now = T0 + timedelta(hours=1)
+    requested = T0 + timedelta(minutes=30)
+    await world.lifecycle.on_change("aud_p", "refresh_requested", 1, requested)
+    assert world.catalog.states["aud_p"]["build_claimed_at"] == world.clock.now
+    assert world.catalog.states["aud_p"]["last_refreshed_at"] == world.clock.now
+    # The same request delivered again (or to a second process) does not rebuild again.
+    world.catalog.states["aud_p"]["build_owner"] = "another-process"
+    world.clock.now = T0 + timedelta(hours=2)
+    await world.lifecycle.on_change("aud_p", "refresh_requested", 1, requested)
+    assert world.catalog.states["aud_p"]["last_refreshed_at"] == T0 + timedelta(hours=1)

@@ -161,7 +161,7 @@ class EvaluatorHandlers:
                 await self.retrying(
                     "audience_change",
                     lambda c=change: self._lifecycle.on_change(  # type: ignore[misc]
-                        c.audience_id, c.change, c.version
+                        c.audience_id, c.change, c.version, c.occurred_at
                     ),
                 )
             structlog.contextvars.unbind_contextvars("audience_id")

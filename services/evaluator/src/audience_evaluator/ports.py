@@ -65,8 +65,16 @@ class AudienceCatalog(Protocol):
     async def state(self, audience_id: str) -> Document | None: ...
 
     async def claim_build(
-        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
-    ) -> bool: ...
+        self,
+        audience_id: str,
+        version: int,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        refresh_requested_at: datetime | None = None,
+    ) -> bool:
+        """Take the build of this rule version (or a refresh of it, once per request)."""
+        ...
 
 
 class MembershipPublisher(Protocol):

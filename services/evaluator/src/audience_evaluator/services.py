@@ -331,7 +331,13 @@ class AudienceLifecycleService:
             ):
                 await self.build(audience.id)
 
-    async def on_change(self, audience_id: str, change: str, version: int) -> None:
+    async def on_change(
+        self,
+        audience_id: str,
+        change: str,
+        version: int,
+        requested_at: datetime | None = None,
+    ) -> None:
         doc = await self._catalog.audience(audience_id)
         if doc is None or doc.get("archived") or change == "deleted":
             await self.archive(audience_id)
@@ -346,9 +352,12 @@ class AudienceLifecycleService:
             and state.get("status") == "ready"
         ):
             return  # redelivered change already built
-        await self.build(audience_id)
+        await self.build(
+            audience_id,
+            refresh_requested_at=requested_at if change == "refresh_requested" else None,
+        )
 
-    async def build(self, audience_id: str) -> None:
+    async def build(self, audience_id: str, refresh_requested_at: datetime | None = None) -> None:
         doc = await self._catalog.audience(audience_id)
         if doc is None or doc.get("archived"):
             return
@@ -363,7 +372,12 @@ class AudienceLifecycleService:
         # Live events evaluate the new rule from this moment; the backfill covers everyone else.
         self._registry.put(audience)
         if not await self._catalog.claim_build(
-            audience_id, audience.version, self._owner, self._clock(), BUILD_LEASE
+            audience_id,
+            audience.version,
+            self._owner,
+            self._clock(),
+            BUILD_LEASE,
+            refresh_requested_at=refresh_requested_at,
         ):
             return  # another evaluator process is building this version
         await self._catalog.set_state(

@@ -259,9 +259,28 @@ class MongoAudienceCatalog:
         return await self._state.find_one({"_id": audience_id}, {"applied": 0})
 
     async def claim_build(
-        self, audience_id: str, version: int, owner: str, now: datetime, lease: timedelta
+        self,
+        audience_id: str,
+        version: int,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        refresh_requested_at: datetime | None = None,
     ) -> bool:
-        """Take the build of this rule version unless a live builder holds it or it is done."""
+        """Take the build of this rule version unless a live builder holds it or it is done.
+
+        A refresh request rebuilds a finished version once: the first claim after the request
+        moves `build_claimed_at` past it, so the other processes' claims for it match nothing.
+        """
+        refresh: list[Document] = []
+        if refresh_requested_at is not None:
+            refresh = [
+                {
+                    "build_version": version,
+                    "status": "ready",
+                    "build_claimed_at": {"$lt": refresh_requested_at},
+                }
+            ]
         claimable = {
             "_id": audience_id,
             "$or": [
@@ -273,9 +292,15 @@ class MongoAudienceCatalog:
                     "status": {"$ne": "ready"},
                     "build_lease_until": {"$lt": now},
                 },
+                *refresh,
             ],
         }
-        claim = {"build_version": version, "build_owner": owner, "build_lease_until": now + lease}
+        claim = {
+            "build_version": version,
+            "build_owner": owner,
+            "build_lease_until": now + lease,
+            "build_claimed_at": now,
+        }
         try:
             result = await self._state.update_one(claimable, {"$set": claim}, upsert=True)
         except DuplicateKeyError:
