@@ -1,5 +1,6 @@
 """Kafka plumbing shared by the services: the broker factory and explicit topic creation."""
 
+import asyncio
 import base64
 import contextlib
 
@@ -54,6 +55,11 @@ async def ensure_topics(bootstrap: str) -> None:
 MAX_DEAD_LETTER_PAYLOAD = 700_000
 
 
+# A publish that is not acknowledged within this long raises TimeoutError (a transient error:
+# the caller retries). aiokafka can otherwise wait forever on a send (aio-libs/aiokafka#1101).
+PUBLISH_TIMEOUT_S = 30.0
+
+
 class KafkaDeadLetters:
     """Sends a record no handler can process to the dead-letter topic, with the error and the
     original bytes, so its partition keeps flowing and the record can be inspected later."""
@@ -75,6 +81,7 @@ class KafkaDeadLetters:
             error=error[:2000],
             payload_b64=base64.b64encode(kept).decode(),
         )
-        await self._broker.publish(
-            letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key
+        await asyncio.wait_for(
+            self._broker.publish(letter.model_dump(mode="json"), topic=Topic.DEAD_LETTERS, key=key),
+            PUBLISH_TIMEOUT_S,
         )

@@ -7,6 +7,7 @@ from faststream.kafka import KafkaBroker
 
 from audience_evaluator.metrics import MEMBERSHIP_CHANGES
 from audience_shared.events import MembershipChanged
+from audience_shared.kafka import PUBLISH_TIMEOUT_S
 from audience_shared.topics import Topic
 
 
@@ -18,7 +19,7 @@ class KafkaMembershipPublisher:
         for change in changes:
             MEMBERSHIP_CHANGES.labels(type=change.type, reason=change.reason).inc()
         # Sends started in order keep per-user order (idempotent producer) in one round of acks.
-        await asyncio.gather(
+        sends = asyncio.gather(
             *(
                 self._broker.publish(
                     change.model_dump(mode="json"), topic=Topic.MEMBERSHIP_CHANGES, key=change.key
@@ -26,3 +27,4 @@ class KafkaMembershipPublisher:
                 for change in changes
             )
         )
+        await asyncio.wait_for(sends, PUBLISH_TIMEOUT_S)
