@@ -30,6 +30,7 @@ class FakeCampaignStore:
         self.counters: dict[str, int] = {}
         self.resolutions: dict[str, Document] = {}
         self.exposure_docs: dict[str, Document] = {}
+        self.profile_fields: tuple[str, ...] = ()
 
     async def insert_campaign(self, campaign: Document) -> None:
         self.campaigns_by_id[campaign["_id"]] = campaign
@@ -61,7 +62,10 @@ class FakeCampaignStore:
     async def experiment_ref(self, project_id: str, experiment_id: str) -> Document | None:
         return self.refs.get(f"{project_id}|{experiment_id}")
 
-    async def profile(self, project_id: str, user_id: str) -> Document | None:
+    async def profile(
+        self, project_id: str, user_id: str, fields: Sequence[str]
+    ) -> Document | None:
+        self.profile_fields = tuple(fields)
         return self.profiles.get(f"{project_id}/{user_id}")
 
     async def impression_counts(self, counter_ids: Sequence[str]) -> dict[str, int]:
@@ -233,6 +237,9 @@ async def test_resolve__event_aggregates(
     }
     assert (await resolve(service, cid, "u1"))["paywall_id"] == "pw"
     assert (await resolve(service, cid, "u2"))["paywall_id"] is None
+    # Only the slots the filters name are read, never every event's timestamp list.
+    assert "events" not in store.profile_fields
+    assert "events.app_open.count" in store.profile_fields
 
 
 async def test_resolve__entitled_user_skips_to_next_audience(

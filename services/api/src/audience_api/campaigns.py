@@ -5,6 +5,7 @@ import copy
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from audience_api.errors import Conflict, InvalidRequest, NotFound
 from audience_api.frequency_caps import FrequencyCap, parse_frequency_cap
 from audience_api.services import Principal, new_id
 from audience_shared import rules
-from audience_shared.profile import coerce_trait_value, to_utc_ms
+from audience_shared.profile import coerce_trait_value, resolve_field, to_utc_ms
 
 log = structlog.get_logger()
 
@@ -52,7 +53,9 @@ class CampaignStore(Protocol):
 
     async def experiment_ref(self, project_id: str, experiment_id: str) -> Document | None: ...
 
-    async def profile(self, project_id: str, user_id: str) -> Document | None: ...
+    async def profile(
+        self, project_id: str, user_id: str, fields: Sequence[str]
+    ) -> Document | None: ...
 
     async def impression_counts(self, counter_ids: Sequence[str]) -> dict[str, int]: ...
 
@@ -121,21 +124,42 @@ def holds_entitlement(traits: Mapping[str, Any], entitlement: str) -> bool:
     return held == entitlement
 
 
+# What a resolve reads of every profile: traits (entitlements and rule fields) and the derived
+# fields a filter can name; event slots are added per campaign, never their `recent` lists.
+BASE_PROFILE_FIELDS = ("traits", "event_count", "first_seen", "last_seen")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCampaign:
+    rules: list[rules.CompiledRule]
+    profile_fields: tuple[str, ...]
+
+
+def compile_campaign(campaign: Document) -> CompiledCampaign:
+    compiled: list[rules.CompiledRule] = []
+    fields = dict.fromkeys(BASE_PROFILE_FIELDS)
+    for audience in campaign["audiences"]:
+        rule = compile_filters(audience["filters"])
+        compiled.append(rules.compile_predicate(rule))
+        for item in audience["filters"]:
+            ref = resolve_field(item["field"])
+            if ref.event is not None:
+                fields[ref.mongo_path] = None
+    return CompiledCampaign(compiled, tuple(fields))
+
+
 class CompiledCampaigns:
     """Compiled audience rules per campaign version: compiling once keeps resolve cheap."""
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
-        self._cache: OrderedDict[tuple[str, int], list[rules.CompiledRule]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], CompiledCampaign] = OrderedDict()
 
-    def rules_of(self, campaign: Document) -> list[rules.CompiledRule]:
+    def of(self, campaign: Document) -> CompiledCampaign:
         key = (campaign["_id"], campaign["version"])
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = [
-                rules.compile_predicate(compile_filters(audience["filters"]))
-                for audience in campaign["audiences"]
-            ]
+            compiled = compile_campaign(campaign)
             self._cache[key] = compiled
             if len(self._cache) > self._size:
                 self._cache.popitem(last=False)
@@ -378,9 +402,10 @@ class CampaignService:
                 )
                 caps[audience["id"]] = (cap, key)
         resolution_id = f"{project_id}|{campaign_id}|{request_id}" if request_id else None
+        compiled = self._compiled.of(campaign)
         # One round trip each, concurrently: the profile by _id, every cap counter by _id.
         profile, counts, stored = await asyncio.gather(
-            self._store.profile(project_id, user_id),
+            self._store.profile(project_id, user_id, compiled.profile_fields),
             self._store.impression_counts([key for _, key in caps.values()]),
             self._stored(resolution_id),
         )
@@ -390,11 +415,10 @@ class CampaignService:
         traits = {**(profile or {}).get("traits", {})}
         traits.update(coerce_trait_value(dict(request.get("attributes") or {})))
         view = {**(profile or {}), "traits": traits}
-        compiled = self._compiled.rules_of(campaign)
         skipped: list[Document] = []
         result = _resolution(None, reason="no_match")
         chosen: Document | None = None
-        for audience, rule in zip(campaign["audiences"], compiled, strict=True):
+        for audience, rule in zip(campaign["audiences"], compiled.rules, strict=True):
             if not rule.matches(view, now):
                 continue
             entitlement = audience.get("entitlement_check")
@@ -583,7 +607,10 @@ class CampaignService:
         campaign, audience = await self._experiment(principal, project_id, experiment_id)
         report = await self._compute_results(campaign, audience)
         if report["winner"] is not None and _can_auto_promote(audience["experiment"]):
-            campaign = await self._promote(campaign, audience["id"], report["winner"])
+            try:
+                campaign = await self._promote(campaign, audience["id"], report["winner"])
+            except Conflict:  # the background check promoted it a moment ago
+                campaign, _ = await self._experiment(principal, project_id, experiment_id)
             audience = _audience_in(campaign, audience["id"])
         experiment = audience["experiment"]
         return {
@@ -613,72 +640,7 @@ class CampaignService:
             [e["user_id"] for e in exposures],
             experiment["conversion_event"],
         )
-        tally: dict[str | None, list[int]] = {v["id"]: [0, 0] for v in experiment["variants"]}
-        tally.setdefault(None, [0, 0])
-        for exposure in exposures:
-            counts = tally.setdefault(exposure.get("variant_id"), [0, 0])
-            counts[0] += 1
-            last = converted_at.get(exposure["user_id"])
-            if last is not None and last > exposure["first_exposed_at"]:
-                counts[1] += 1
-        control = experiment["variants"][0]["id"]
-        control_conv, control_exp = tally[control][1], tally[control][0]
-        rows: list[Document] = []
-        winner: Document | None = None
-        for variant in experiment["variants"]:
-            exposed, conversions = tally[variant["id"]]
-            probability = None
-            if variant["id"] != control:
-                probability = round(
-                    experiments.probability_to_beat(
-                        control_conv, control_exp, conversions, exposed
-                    ),
-                    6,
-                )
-                enough = min(exposed, control_exp) >= experiment["min_exposures"]
-                if (
-                    enough
-                    and probability >= experiment["confidence_threshold"]
-                    and (winner is None or probability > winner["probability_to_beat_control"])
-                ):
-                    winner = {
-                        "variant_id": variant["id"],
-                        "at": now,
-                        "by": "auto_promote",
-                        "probability_to_beat_control": probability,
-                        "reason": (
-                            f"variant {variant['id']} beat control {control} with probability "
-                            f"{probability:.4f} >= confidence threshold "
-                            f"{experiment['confidence_threshold']} ({experiments.METHOD}; "
-                            f"{conversions}/{exposed} vs {control_conv}/{control_exp} "
-                            f"conversions/exposures, at least {experiment['min_exposures']} "
-                            "exposures each)"
-                        ),
-                    }
-            rows.append(
-                {
-                    "variant_id": variant["id"],
-                    "paywall_id": variant["paywall_id"],
-                    "traffic_percentage": variant["traffic_percentage"],
-                    "is_control": variant["id"] == control,
-                    "exposures": exposed,
-                    "conversions": conversions,
-                    "rate": round(conversions / exposed, 6) if exposed else None,
-                    "probability_to_beat_control": probability,
-                }
-            )
-        held_exp, held_conv = tally[None]
-        return {
-            "variants": rows,
-            "holdout": {
-                "percentage": experiment["holdout_percentage"],
-                "exposures": held_exp,
-                "conversions": held_conv,
-                "rate": round(held_conv / held_exp, 6) if held_exp else None,
-            },
-            "winner": winner,
-            "computed_at": now,
-        }
+        return experiments.summarize(experiment, exposures, converted_at, now)
 
     async def _promote(self, campaign: Document, audience_id: str, promotion: Document) -> Document:
         def edit(doc: Document) -> None:

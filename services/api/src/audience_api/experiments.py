@@ -2,7 +2,9 @@
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 BUCKETS = 10_000
 """Traffic is split in hundredths of a percent."""
@@ -80,3 +82,82 @@ def _normal_probability(alpha_a: float, beta_a: float, alpha_b: float, beta_b: f
     mean_b, var_b = moments(alpha_b, beta_b)
     z = (mean_b - mean_a) / math.sqrt(var_a + var_b)
     return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def summarize(
+    experiment: Mapping[str, Any],
+    exposures: Sequence[Mapping[str, Any]],
+    converted_at: Mapping[str, datetime],
+    now: datetime,
+) -> dict[str, Any]:
+    """Exposures, conversions, rates and probabilities per variant and for the holdout, and the
+    variant auto-promotion would pick (`winner`, None when none qualifies).
+
+    A user converted when the conversion event last occurred after their first exposure. The
+    first variant is the control; a winner beats it at the confidence threshold with at least
+    `min_exposures` on both sides.
+    """
+    tally: dict[str | None, list[int]] = {v["id"]: [0, 0] for v in experiment["variants"]}
+    tally.setdefault(None, [0, 0])
+    for exposure in exposures:
+        counts = tally.setdefault(exposure.get("variant_id"), [0, 0])
+        counts[0] += 1
+        last = converted_at.get(exposure["user_id"])
+        if last is not None and last > exposure["first_exposed_at"]:
+            counts[1] += 1
+    control = experiment["variants"][0]["id"]
+    control_conv, control_exp = tally[control][1], tally[control][0]
+    rows: list[dict[str, Any]] = []
+    winner: dict[str, Any] | None = None
+    for variant in experiment["variants"]:
+        exposed, conversions = tally[variant["id"]]
+        probability = None
+        if variant["id"] != control:
+            probability = round(
+                probability_to_beat(control_conv, control_exp, conversions, exposed),
+                6,
+            )
+            enough = min(exposed, control_exp) >= experiment["min_exposures"]
+            if (
+                enough
+                and probability >= experiment["confidence_threshold"]
+                and (winner is None or probability > winner["probability_to_beat_control"])
+            ):
+                winner = {
+                    "variant_id": variant["id"],
+                    "at": now,
+                    "by": "auto_promote",
+                    "probability_to_beat_control": probability,
+                    "reason": (
+                        f"variant {variant['id']} beat control {control} with probability "
+                        f"{probability:.4f} >= confidence threshold "
+                        f"{experiment['confidence_threshold']} ({METHOD}; "
+                        f"{conversions}/{exposed} vs {control_conv}/{control_exp} "
+                        f"conversions/exposures, at least {experiment['min_exposures']} "
+                        "exposures each)"
+                    ),
+                }
+        rows.append(
+            {
+                "variant_id": variant["id"],
+                "paywall_id": variant["paywall_id"],
+                "traffic_percentage": variant["traffic_percentage"],
+                "is_control": variant["id"] == control,
+                "exposures": exposed,
+                "conversions": conversions,
+                "rate": round(conversions / exposed, 6) if exposed else None,
+                "probability_to_beat_control": probability,
+            }
+        )
+    held_exp, held_conv = tally[None]
+    return {
+        "variants": rows,
+        "holdout": {
+            "percentage": experiment["holdout_percentage"],
+            "exposures": held_exp,
+            "conversions": held_conv,
+            "rate": round(held_conv / held_exp, 6) if held_exp else None,
+        },
+        "winner": winner,
+        "computed_at": now,
+    }

@@ -55,11 +55,13 @@ class MongoCampaignStore:
             {"_id": f"{project_id}|{experiment_id}"}
         )
 
-    async def profile(self, project_id: str, user_id: str) -> Document | None:
+    async def profile(
+        self, project_id: str, user_id: str, fields: Sequence[str]
+    ) -> Document | None:
+        # Only what the campaign's rules read: event timestamp lists, the outbox and remembered
+        # event ids can be large.
         return await self._db.profiles.find_one(
-            {"_id": f"{project_id}/{user_id}"},
-            # Only what a rule can read; the outbox and remembered event ids can be large.
-            {"traits": 1, "events": 1, "event_count": 1, "first_seen": 1, "last_seen": 1},
+            {"_id": f"{project_id}/{user_id}"}, dict.fromkeys(fields, 1)
         )
 
     async def impression_counts(self, counter_ids: Sequence[str]) -> dict[str, int]:
