@@ -502,3 +502,30 @@ async def test_pause_resume__same_assignment(service: CampaignService) -> None:
     await service.set_experiment_status(CALLER, PROJECT, experiment_id, "running")
     after = [(await resolve(service, cid, f"u{n}"))["variant_id"] for n in range(50)]
     assert before == after
+
+
+def test_summarize__holdout_row__conversion_only_after_first_exposure() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    experiment = {
+        "variants": [
+            {"id": "ctl", "paywall_id": "a", "traffic_percentage": 40},
+            {"id": "new", "paywall_id": "b", "traffic_percentage": 40},
+        ],
+        "holdout_percentage": 20,
+        "min_exposures": 1,
+        "confidence_threshold": 0.99,
+    }
+    exposures = [
+        {"user_id": "h1", "variant_id": None, "first_exposed_at": now},
+        {"user_id": "h2", "variant_id": None, "first_exposed_at": now},
+        {"user_id": "c1", "variant_id": "ctl", "first_exposed_at": now},
+        {"user_id": "n1", "variant_id": "new", "first_exposed_at": now},
+    ]
+    converted_at = {"h1": now + timedelta(seconds=1), "h2": now, "n1": now + timedelta(days=1)}
+    report = experiments.summarize(experiment, exposures, converted_at, now)
+    assert report["holdout"] == {"percentage": 20, "exposures": 2, "conversions": 1, "rate": 0.5}
+    rows = {row["variant_id"]: row for row in report["variants"]}
+    assert (rows["ctl"]["conversions"], rows["new"]["conversions"]) == (0, 1)
+    # 1/1 against 0/1 is far from 0.99 certain: nothing to promote.
+    assert rows["new"]["probability_to_beat_control"] < 0.99
+    assert report["winner"] is None
