@@ -89,7 +89,25 @@ class ExportRequested(Command):
     export_id: str = Field(min_length=1, max_length=100)
 
 
-AnySyncCommand = SyncRequested | ImportRequested | ExportRequested
+class DatasetImportRequested(Contract):
+    """Import an uploaded CSV into a dataset; the dataset import record already exists.
+
+    Not an audience command: keyed by project and dataset, so one dataset's imports stay ordered.
+    """
+
+    type: Literal["dataset_import.requested"] = "dataset_import.requested"
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=200)
+    project_id: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(min_length=1, max_length=100)
+    import_id: str = Field(min_length=1, max_length=100)
+    requested_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.project_id}|{self.dataset}".encode()
+
+
+AnySyncCommand = SyncRequested | ImportRequested | ExportRequested | DatasetImportRequested
 SyncCommand = Annotated[AnySyncCommand, Field(discriminator="type")]
 sync_command_adapter: TypeAdapter[AnySyncCommand] = TypeAdapter(SyncCommand)
 

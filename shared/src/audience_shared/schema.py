@@ -45,6 +45,9 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "sync_runs": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
     "imports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
     "exports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
+    # Seed 001 datasets, `_id = f"{project_id}|{name}"`, and their CSV imports.
+    "datasets": [[("project_id", A), ("_id", A)]],
+    "dataset_imports": [[("status", A), ("created_at", A)], [("dataset_id", A), ("created_at", A)]],
     "list_members": [[("audience_id", A), ("member", A), ("last_seen_run", A)]],
     "identity_links": [],
     # `_id = f"{kind}|{record_id}|{attempt}"`: inserting it claims a sync/import/export attempt.

@@ -7,6 +7,8 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from audience_api.adapters.campaign_store import MongoCampaignStore
+from audience_api.adapters.datasets import MongoDatasetRecords
+from audience_api.adapters.groups import MongoGroupRepository
 from audience_api.adapters.kafka_publisher import KafkaEventPublisher
 from audience_api.adapters.mongo import (
     MongoAudienceRepository,
@@ -24,8 +26,8 @@ from audience_api.adapters.sync_store import (
 )
 from audience_api.campaigns import CampaignService
 from audience_api.config import Settings
-from audience_api.adapters.groups import MongoGroupRepository
 from audience_api.cursors import CursorCodec
+from audience_api.datasets import DatasetService
 from audience_api.groups import GroupService
 from audience_api.integrations import IntegrationService
 from audience_api.rate_limit import RateLimit, TokenBuckets
@@ -64,6 +66,7 @@ class Container:
     rate_limits: TokenBuckets
     groups: GroupService
     segments: SegmentService
+    datasets: DatasetService
 
     @classmethod
     def build(cls, settings: Settings) -> "Container":
@@ -74,8 +77,11 @@ class Container:
         keys = MongoKeyRepository(store)
         audience_repo = MongoAudienceRepository(store)
         profile_reader = MongoProfileReader(store)
+        commands = KafkaCommandPublisher(broker)
+        files = TransferFiles(settings.imports_dir, settings.exports_dir, settings.max_upload_bytes)
+        datasets = DatasetService(MongoDatasetRecords(store), commands, files)
         audiences = AudienceService(
-            audience_repo, publisher, profile_reader, settings.create_wait_seconds
+            audience_repo, publisher, profile_reader, settings.create_wait_seconds, datasets
         )
         group_repo = MongoGroupRepository(store)
         sync_records = MongoSyncRecords(store)
@@ -91,15 +97,14 @@ class Container:
             sync_records=sync_records,
             integrations=IntegrationService(
                 sync_records,
-                KafkaCommandPublisher(broker),
+                commands,
                 publisher,
                 audiences,
                 FernetKeyCipher(settings.secret_key.get_secret_value()),
                 HttpKlaviyoLists(settings.klaviyo_base_url, settings.klaviyo_revision),
-                TransferFiles(
-                    settings.imports_dir, settings.exports_dir, settings.max_upload_bytes
-                ),
+                files,
             ),
+            datasets=datasets,
             insights=InsightService(profile_reader, audience_repo),
             ingestion=IngestionService(publisher),
             tenancy_repo=tenancy_repo,

@@ -14,7 +14,16 @@ from audience_api.gzip_bodies import GzipRequestBodies
 from audience_api.http_errors import install_error_handlers
 from audience_api.metrics import RequestMetrics
 from audience_api.rate_limit_headers import RateLimitHeaders
-from audience_api.routes import audiences, campaigns, health, ingest, insights, segment, tenancy
+from audience_api.routes import (
+    audiences,
+    campaigns,
+    datasets,
+    health,
+    ingest,
+    insights,
+    segment,
+    tenancy,
+)
 from audience_api.routes import groups as group_routes
 from audience_api.routes import sync as sync_routes
 from audience_shared.logging import configure_logging
@@ -57,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(segment.router)
     app.include_router(sync_routes.router)
+    app.include_router(datasets.router)
     app.include_router(tenancy.router)
     app.include_router(campaigns.router)
     install_dashboard(app, container)

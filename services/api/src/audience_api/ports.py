@@ -22,8 +22,20 @@ class AudienceRepository(Protocol):
     async def get(self, project_id: str, audience_id: str) -> dict[str, Any] | None: ...
 
     async def page(
-        self, project_id: str, first: int, after: str | None
-    ) -> list[dict[str, Any]]: ...
+        self,
+        project_id: str,
+        first: int,
+        after: str | None,
+        kind: str | None = None,
+        search: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Live audiences in id order after `after`, optionally of one kind or whose name
+        contains `search` (case-insensitive)."""
+        ...
+
+    async def imports_of(
+        self, audience_ids: Sequence[str], per_audience: int
+    ) -> dict[str, list[dict[str, Any]]]: ...
 
     async def state(self, audience_id: str) -> dict[str, Any] | None: ...
 

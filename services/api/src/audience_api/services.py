@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from audience_api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from audience_api.ports import (
@@ -139,6 +139,29 @@ def rule_from_input(payload: dict[str, Any]) -> tuple[str, Any, rules.Group]:
     return form, value, rule
 
 
+INCLUDES = ("rules", "imports", "sync_source")
+# Imports listed per audience with `include=imports`, newest first.
+INCLUDED_IMPORTS = 10
+# Audiences read per store query while filtering a page by status.
+STATUS_SCAN_BATCH = 200
+
+
+@dataclass(frozen=True)
+class AudienceFilters:
+    """What `GET /v1/audiences` narrows the list to, and the relations it adds."""
+
+    kind: str | None = None
+    status: str | None = None
+    search: str | None = None
+    include: frozenset[str] = frozenset()
+
+
+class DatasetRuleCheck(Protocol):
+    async def check_rule(self, project_id: str, rule: rules.Group) -> None:
+        """Raise InvalidRequest unless the rule reads fields of datasets that exist."""
+        ...
+
+
 class AudienceService:
     def __init__(
         self,
@@ -146,11 +169,13 @@ class AudienceService:
         publisher: EventPublisher,
         profiles: ProfileReader,
         create_wait_seconds: float,
+        datasets: DatasetRuleCheck | None = None,
     ) -> None:
         self._audiences = audiences
         self._publisher = publisher
         self._profiles = profiles
         self._create_wait_seconds = create_wait_seconds
+        self._datasets = datasets
 
     async def create(self, principal: Principal, payload: dict[str, Any]) -> dict[str, Any]:
         principal.require_write()
@@ -162,6 +187,8 @@ class AudienceService:
         if kind == "dynamic":
             form, value, rule = rule_from_input(payload)
             rule = await self._resolve_references(project_id, audience_id, rule)
+            if payload.get("type") == "dataset":
+                await self._check_dataset_rule(project_id, rule)
             rule_input = {"form": form, "value": value}
             rule_json = rule.model_dump(mode="json")
         elif any(payload.get(name) is not None for name in RULE_INPUTS):
@@ -222,20 +249,74 @@ class AudienceService:
             return partial
 
     async def get(
-        self, principal: Principal, audience_id: str, project: str | None
+        self,
+        principal: Principal,
+        audience_id: str,
+        project: str | None,
+        include: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         audience = await self._audiences.get(principal.project_for(project), audience_id)
         if audience is None:
             raise NotFound("audience", audience_id)
-        return self._resource(audience, await self._audiences.state(audience_id))
+        resource = self._resource(audience, await self._audiences.state(audience_id))
+        (resource,) = await self._with_relations([audience], [resource], include)
+        return resource
 
     async def page(
-        self, principal: Principal, project: str | None, first: int, after: str | None
+        self,
+        principal: Principal,
+        project: str | None,
+        first: int,
+        after: str | None,
+        filters: AudienceFilters | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        docs = await self._audiences.page(principal.project_for(project), first + 1, after)
-        states = await self._audiences.states([doc["_id"] for doc in docs[:first]])
-        items = [self._resource(doc, states.get(doc["_id"])) for doc in docs[:first]]
+        """A page of live audiences in id order; `has_next` says whether more match."""
+        filters = filters or AudienceFilters()
+        project_id = principal.project_for(project)
+        # Status is the evaluator's (audience_state), not a field of the audience: filter it
+        # after reading states, reading further batches until the page is full.
+        batch = first + 1 if filters.status is None else max(first + 1, STATUS_SCAN_BATCH)
+        docs: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
+        position = after
+        while len(items) <= first:
+            found = await self._audiences.page(
+                project_id, batch, position, filters.kind, filters.search
+            )
+            states = await self._audiences.states([doc["_id"] for doc in found])
+            for doc in found:
+                resource = self._resource(doc, states.get(doc["_id"]))
+                if filters.status is None or resource["status"] == filters.status:
+                    docs.append(doc)
+                    items.append(resource)
+            if len(found) < batch:
+                break
+            position = found[-1]["_id"]
+        items = await self._with_relations(docs[:first], items[:first], filters.include)
         return items, len(docs) > first
+
+    async def _with_relations(
+        self,
+        docs: Sequence[dict[str, Any]],
+        resources: list[dict[str, Any]],
+        include: frozenset[str],
+    ) -> list[dict[str, Any]]:
+        """Add the relations asked for with `include=` (rules, imports, sync_source)."""
+        if not include:
+            return resources
+        imports = (
+            await self._audiences.imports_of([doc["_id"] for doc in docs], INCLUDED_IMPORTS)
+            if "imports" in include
+            else {}
+        )
+        for doc, resource in zip(docs, resources, strict=True):
+            if "rules" in include:
+                resource["rules"] = _rules_relation(doc)
+            if "imports" in include:
+                resource["imports"] = [_import_summary(i) for i in imports.get(doc["_id"], [])]
+            if "sync_source" in include:
+                resource["sync_source"] = doc.get("sync_source")
+        return resources
 
     async def count(
         self, principal: Principal, audience_id: str, project: str | None
@@ -269,6 +350,8 @@ class AudienceService:
         if new_rule:
             form, value, rule = rule_from_input(payload)
             rule = await self._resolve_references(audience["project_id"], audience_id, rule)
+            if audience.get("type") == "dataset":
+                await self._check_dataset_rule(audience["project_id"], rule)
             fields.update(
                 {
                     "input": {"form": form, "value": value},
@@ -519,6 +602,10 @@ class AudienceService:
             )
         return rule
 
+    async def _check_dataset_rule(self, project_id: str, rule: rules.Group) -> None:
+        if self._datasets is not None:
+            await self._datasets.check_rule(project_id, rule)
+
     async def _owned(
         self, principal: Principal, audience_id: str, project: str | None
     ) -> dict[str, Any]:
@@ -570,6 +657,45 @@ class AudienceService:
             "created_at": audience["created_at"],
             "updated_at": audience["updated_at"],
         }
+
+
+def parse_include(raw: str | None) -> frozenset[str]:
+    """`include=rules,imports` as a set; an unknown relation is a 400 naming it."""
+    if not raw:
+        return frozenset()
+    names = {name.strip() for name in raw.split(",") if name.strip()}
+    unknown = sorted(names - set(INCLUDES))
+    if unknown:
+        raise InvalidRequest(
+            "invalid_include",
+            f"include takes a comma-separated list of {', '.join(INCLUDES)}",
+            {"unknown": unknown},
+        )
+    return frozenset(names)
+
+
+def _rules_relation(audience: dict[str, Any]) -> dict[str, Any] | None:
+    """A rule audience's rule as given, canonical, and as a criteria string; None for lists."""
+    if audience.get("rule") is None:
+        return None
+    rule = rules.Group.model_validate(audience["rule"])
+    try:
+        criteria: str | None = rules.render_criteria(rule)
+    except rules.RuleError:
+        criteria = None  # a rule the criteria grammar cannot spell (e.g. an unresolved name)
+    return {"input": audience.get("input"), "rule": audience["rule"], "criteria": criteria}
+
+
+def _import_summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "import_id": record["_id"],
+        "status": record.get("status"),
+        "rows_total": record.get("rows_total"),
+        "rows_imported": record.get("rows_imported", 0),
+        "rows_failed": record.get("rows_failed", 0),
+        "created_at": record.get("created_at"),
+        "finished_at": record.get("finished_at"),
+    }
 
 
 def _aware(at: datetime) -> datetime:

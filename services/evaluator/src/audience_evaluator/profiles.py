@@ -5,6 +5,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from audience_shared.datasets import DATASET_TRAIT
 from audience_shared.events import (
     EventTracked,
     IntentSignalled,
@@ -192,6 +193,9 @@ def _fold_traits(profile: Profile, traits: Mapping[str, Any], at: datetime) -> s
         if name == GROUPS_TRAIT and isinstance(value, dict):
             changed |= _fold_groups(current, times, value, at)
             continue
+        if name == DATASET_TRAIT and isinstance(value, dict):
+            changed |= _fold_datasets(current, times, value, at)
+            continue
         key = encode_key(name)
         previous_at = times.get(key)
         if previous_at is not None and at < previous_at:
@@ -221,6 +225,40 @@ def _fold_groups(
         return set()
     current[GROUPS_TRAIT] = merged
     return {f"trait:{GROUPS_TRAIT}"}
+
+
+def _fold_datasets(
+    current: dict[str, Any], times: dict[str, datetime], datasets: Mapping[str, Any], at: datetime
+) -> set[str]:
+    """A dataset row sets fields of one dataset: merge field by field, so a user keeps the other
+    datasets' fields and this dataset's fields the row does not name (each field is its own
+    trait, with its own time, as `dataset.<name>.<field>`)."""
+    held = current.get(DATASET_TRAIT)
+    merged: dict[str, Any] = (
+        {
+            name: dict(fields) if isinstance(fields, dict) else fields
+            for name, fields in held.items()
+        }
+        if isinstance(held, dict)
+        else {}
+    )
+    for name, fields in datasets.items():
+        if not isinstance(fields, dict):
+            continue  # not a row of fields: nothing to merge
+        record = merged.get(name)
+        record = record if isinstance(record, dict) else {}
+        for field, value in fields.items():
+            key = encode_key(f"{DATASET_TRAIT}.{name}.{field}")
+            previous_at = times.get(key)
+            if previous_at is not None and at < previous_at:
+                continue
+            times[key] = at
+            record[field] = coerce_trait_value(value)
+        merged[name] = record
+    if merged == held:
+        return set()
+    current[DATASET_TRAIT] = merged
+    return {f"trait:{DATASET_TRAIT}"}
 
 
 def _fold_list(profile: Profile, event: ListMembershipChanged, at: datetime) -> set[str]:

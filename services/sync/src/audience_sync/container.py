@@ -31,6 +31,7 @@ from audience_sync.adapters.mongo import (
 )
 from audience_sync.adapters.secrets import integration_cipher
 from audience_sync.config import Settings
+from audience_sync.datasets import DatasetImportService
 from audience_sync.errors import is_transient
 from audience_sync.handlers import SyncHandlers
 from audience_sync.ports import Document
@@ -86,6 +87,9 @@ class Container:
         imports = CsvImportService(
             CsvFiles(settings.imports_dir), identities, events, settings.import_chunk_rows
         )
+        dataset_imports = DatasetImportService(
+            CsvFiles(settings.imports_dir), identities, events, settings.import_chunk_rows
+        )
         exports = ExportService(
             MongoMemberSource(db),
             lambda: ExportFile(settings.exports_dir),
@@ -99,7 +103,12 @@ class Container:
 
         worker = JobWorker(
             jobs,
-            actions={"sync": klaviyo_sync.run, "import": imports.run, "export": exports.run},
+            actions={
+                "sync": klaviyo_sync.run,
+                "import": imports.run,
+                "export": exports.run,
+                "dataset_import": dataset_imports.run,
+            },
             after={"sync": after_sync},
             owner=owner,
             lease_s=settings.job_lease_s,

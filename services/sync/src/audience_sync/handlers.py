@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_r
 
 from audience_shared.commands import (
     AnySyncCommand,
+    DatasetImportRequested,
     ExportRequested,
     ImportRequested,
     SyncRequested,
@@ -42,6 +43,8 @@ def record_of(command: AnySyncCommand) -> tuple[str, str]:
         return "sync", command.run_id
     if isinstance(command, ImportRequested):
         return "import", command.import_id
+    if isinstance(command, DatasetImportRequested):
+        return "dataset_import", command.import_id
     assert isinstance(command, ExportRequested)
     return "export", command.export_id
 

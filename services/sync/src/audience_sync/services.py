@@ -152,6 +152,25 @@ class IdentityResolver:
             await self._store.save_links(project_id, new_links)
         return resolved
 
+    async def known(self, project_id: str, identities: Sequence[Identity]) -> list[str | None]:
+        """Like `resolve`, but only users Audiences already knows: None where no link (and no
+        user of that external_id) exists, and nothing is created or linked."""
+        keys = sorted({key for i in identities if i.user_id is None for key in i.lookup_keys()})
+        linked = await self._store.find_links(project_id, keys) if keys else {}
+        external = sorted(
+            {i.external_id for i in identities if i.user_id is None and i.external_id}
+            - {key.removeprefix("external_id:") for key in linked}
+        )
+        for user_id in await self._store.existing_users(project_id, external) if external else []:
+            linked[f"external_id:{user_id}"] = user_id
+        found: list[str | None] = []
+        for identity in identities:
+            if identity.user_id is not None:
+                found.append(identity.user_id)
+                continue
+            found.append(next((linked[k] for k in identity.lookup_keys() if k in linked), None))
+        return found
+
     @staticmethod
     def _pick(identity: Identity, linked: dict[str, str]) -> str:
         for key in identity.lookup_keys():
@@ -172,11 +191,18 @@ class RunIdentities:
         self._linked_projects: set[str] = set()
 
     async def resolve(self, project_id: str, identities: Sequence[Identity]) -> list[str]:
+        await self._link_once(project_id, identities)
+        return await self._resolver.resolve(project_id, identities)
+
+    async def known(self, project_id: str, identities: Sequence[Identity]) -> list[str | None]:
+        await self._link_once(project_id, identities)
+        return await self._resolver.known(project_id, identities)
+
+    async def _link_once(self, project_id: str, identities: Sequence[Identity]) -> None:
         if project_id not in self._linked_projects and any(i.user_id is None for i in identities):
             added = await self._resolver.link_profiles(project_id)
             log.info("identities.profiles_linked", project_id=project_id, links=added)
             self._linked_projects.add(project_id)
-        return await self._resolver.resolve(project_id, identities)
 
 
 def klaviyo_traits(profile: SourceProfile) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -41,12 +41,39 @@ class MongoAudienceRepository:
             {"_id": audience_id, "project_id": project_id, "archived": False}
         )
 
-    async def page(self, project_id: str, first: int, after: str | None) -> list[Document]:
+    async def page(
+        self,
+        project_id: str,
+        first: int,
+        after: str | None,
+        kind: str | None = None,
+        search: str | None = None,
+    ) -> list[Document]:
         query: Document = {"project_id": project_id, "archived": False}
         if after:
             query["_id"] = {"$gt": after}
+        if kind is not None:
+            query["kind"] = kind
+        if search:
+            query["name"] = {"$regex": re.escape(search), "$options": "i"}
         cursor = self._db.audiences.find(query).sort("_id", ASCENDING).limit(first)
         return [doc async for doc in cursor]
+
+    async def imports_of(
+        self, audience_ids: Sequence[str], per_audience: int
+    ) -> dict[str, list[Document]]:
+        """The newest CSV imports of each audience, newest first, in one read."""
+        if not audience_ids:
+            return {}
+        found: dict[str, list[Document]] = {}
+        cursor = self._db.imports.find(
+            {"audience_id": {"$in": list(audience_ids)}}, {"checkpoint": 0, "errors": 0}
+        ).sort("created_at", DESCENDING)
+        async for doc in cursor:
+            held = found.setdefault(doc["audience_id"], [])
+            if len(held) < per_audience:
+                held.append(doc)
+        return found
 
     async def state(self, audience_id: str) -> Document | None:
         return await self._db.audience_state.find_one({"_id": audience_id}, {"applied": 0})

@@ -1,13 +1,14 @@
 """Audience definitions, counts and status."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from audience_api.errors import Conflict
 from audience_api.routes.deps import ContainerDep, PrincipalDep
 from audience_api.schemas import AudienceCreate, AudienceUpdate
+from audience_api.services import AudienceFilters, parse_include
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
@@ -19,6 +20,16 @@ async def create_audience(
     return await services.audiences.create(caller, body.model_dump(exclude_none=True))
 
 
+IncludeQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Relations to add, comma-separated: rules, imports, sync_source",
+        examples=["rules,imports"],
+    ),
+]
+
+
 @router.get("")
 async def list_audiences(
     caller: PrincipalDep,
@@ -26,18 +37,34 @@ async def list_audiences(
     project_id: str | None = None,
     first: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
+    include: IncludeQuery = None,
+    kind: Literal["dynamic", "static", "synced"] | None = None,
+    status: Annotated[
+        Literal["pending", "building", "ready", "syncing", "failed"] | None,
+        Query(description="Archived audiences are never listed"),
+    ] = None,
+    search: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Name contains, any case")
+    ] = None,
 ) -> dict[str, Any]:
+    filters = AudienceFilters(
+        kind=kind, status=status, search=search, include=parse_include(include)
+    )
     position = services.cursors.decode(after)["id"] if after else None
-    items, has_next = await services.audiences.page(caller, project_id, first, position)
+    items, has_next = await services.audiences.page(caller, project_id, first, position, filters)
     end = services.cursors.encode({"id": items[-1]["id"]}) if items else None
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 
 
 @router.get("/{audience_id}")
 async def get_audience(
-    audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
+    audience_id: str,
+    caller: PrincipalDep,
+    services: ContainerDep,
+    project_id: str | None = None,
+    include: IncludeQuery = None,
 ) -> dict[str, Any]:
-    return await services.audiences.get(caller, audience_id, project_id)
+    return await services.audiences.get(caller, audience_id, project_id, parse_include(include))
 
 
 @router.get("/{audience_id}/count")

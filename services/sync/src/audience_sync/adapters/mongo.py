@@ -15,7 +15,12 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 
 # Work kinds and the collections holding their records (the api reads the same ones).
-JOB_COLLECTIONS = {"sync": "sync_runs", "import": "imports", "export": "exports"}
+JOB_COLLECTIONS = {
+    "sync": "sync_runs",
+    "import": "imports",
+    "export": "exports",
+    "dataset_import": "dataset_imports",
+}
 # A claim whose record is still unmarked this long after it was won belongs to a dead worker.
 STALE_CLAIM_S = 60.0
 # `_id: {$in: [...]}` lists stay under FerretDB's limit for using the `_id` index (1,000).
