@@ -1,5 +1,6 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,18 @@ from audience_shared.store import BULK_CHUNK, apply_one, bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+# Change ids a counter remembers: a replayed change (an outbox delivered again after a crash or
+# an outage) follows its original by seconds, far fewer changes than this to one audience.
 APPLIED_KEPT = 2000
+COUNT_ROUNDS = 8
+COUNTS = ("member_count", "entered_total", "exited_total")
+
+
+class CountConflict(Exception):
+    """Counters kept changing under us; the batch fails and its outboxes are replayed."""
+
+    def __init__(self, audience_ids: list[str]) -> None:
+        super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
 
 
 def membership_id(audience_id: str, profile_id: str) -> str:
@@ -27,6 +39,7 @@ def membership_id(audience_id: str, profile_id: str) -> str:
 class MongoProfileStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._profiles = db.profiles
+        self._links = db.identity_links
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         if not profile_ids:
@@ -117,6 +130,24 @@ class MongoProfileStore:
     async def count_profiles(self, project_id: str) -> int:
         return await self._profiles.count_documents({"project_id": project_id})
 
+    async def save_identity_links(self, links: Sequence[Document]) -> None:
+        if not links:
+            return
+        # The first user linked to a key keeps it (as the sync service's own links do); two
+        # processes inserting one key at once leave a duplicate key error that means just that.
+        await bulk_write_chunked(
+            self._links,
+            [
+                UpdateOne(
+                    {"_id": link["_id"]},
+                    {"$setOnInsert": {k: v for k, v in link.items() if k != "_id"}},
+                    upsert=True,
+                )
+                for link in links
+            ],
+            ignore_duplicates=True,
+        )
+
 
 class MongoMembershipStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
@@ -152,28 +183,69 @@ class MongoMembershipStore:
             await bulk_write_chunked(self._memberships, ops)
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
-        """Move each audience's count once per change, even when a crash makes us replay it.
+        """Move each audience's count and running totals once per change, even when replayed.
 
-        The change's id is pushed onto the counter document in the same single-document update
-        that moves the count, and the update only matches while the id is absent.
+        One read-modify-write per audience per batch (not per change): the counter document
+        keeps the ids of the last APPLIED_KEPT changes it applied, so a replayed change is
+        recognised, and the write is guarded by `count_version`, so it only lands if no other
+        writer moved the counter since it was read (else that audience is read and tried again).
         """
-        ops = [
-            UpdateOne(
-                {"_id": change.audience_id, "applied": {"$ne": change.event_id}},
-                {
-                    "$inc": (
-                        {"member_count": 1, "entered_total": 1}
-                        if change.type == "membership.entered"
-                        else {"member_count": -1, "exited_total": 1}
-                    ),
-                    "$push": {"applied": change.event_id},
-                },
-                upsert=True,
+        pending: dict[str, list[MembershipChanged]] = defaultdict(list)
+        for change in changes:
+            pending[change.audience_id].append(change)
+        for _ in range(COUNT_ROUNDS):
+            if not pending:
+                return
+            cursor = self._state.find(
+                {"_id": {"$in": sorted(pending)}},
+                {"applied": 1, "count_version": 1, **dict.fromkeys(COUNTS, 1)},
             )
-            for change in changes
-        ]
-        # An already-applied change fails its filter and its upsert hits the _id: done.
-        await bulk_write_chunked(self._state, ops, ignore_duplicates=True)
+            stored = {doc["_id"]: doc async for doc in cursor}
+            lost: dict[str, list[MembershipChanged]] = {}
+            for audience_id, items in pending.items():
+                if not await self._count_once(audience_id, items, stored.get(audience_id)):
+                    lost[audience_id] = items
+            pending = lost
+        raise CountConflict(sorted(pending))
+
+    async def _count_once(
+        self, audience_id: str, items: Sequence[MembershipChanged], doc: Document | None
+    ) -> bool:
+        """Apply the not-yet-applied changes to one counter; False when another writer won."""
+        applied: list[str] = list(doc.get("applied", [])) if doc else []
+        seen = set(applied)
+        entered = exited = 0
+        for change in items:
+            if change.event_id in seen:
+                continue  # a replay of a change this counter already holds
+            seen.add(change.event_id)
+            applied.append(change.event_id)
+            if change.type == "membership.entered":
+                entered += 1
+            else:
+                exited += 1
+        if not entered and not exited:
+            return True
+        current = doc or {}
+        version = current.get("count_version")
+        fields = {
+            "member_count": current.get("member_count", 0) + entered - exited,
+            "entered_total": current.get("entered_total", 0) + entered,
+            "exited_total": current.get("exited_total", 0) + exited,
+            "applied": applied[-APPLIED_KEPT:],
+            "count_version": (version or 0) + 1,
+        }
+        if doc is None:
+            try:
+                await self._state.insert_one({"_id": audience_id, **fields})
+            except DuplicateKeyError:
+                return False
+            return True
+        guard: Document = {"_id": audience_id, "count_version": version}
+        if version is None:
+            guard["count_version"] = {"$exists": False}
+        result = await self._state.update_one(guard, {"$set": fields})
+        return result.matched_count == 1
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
@@ -185,9 +257,13 @@ class MongoMembershipStore:
         count = await self._memberships.count_documents({"audience_id": audience_id})
         state = await self._state.find_one({"_id": audience_id}, {"applied": 1}) or {}
         applied = state.get("applied", [])
+        # Moving count_version makes a counter update that read the old count try again.
         await self._state.update_one(
             {"_id": audience_id},
-            {"$set": {"member_count": count, "applied": applied[-APPLIED_KEPT:]}},
+            {
+                "$set": {"member_count": count, "applied": applied[-APPLIED_KEPT:]},
+                "$inc": {"count_version": 1},
+            },
             upsert=True,
         )
         return count
