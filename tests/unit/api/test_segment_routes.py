@@ -299,3 +299,27 @@ async def test_preflight__answers_cors_for_every_spec_path(client: httpx.AsyncCl
         assert response.headers["access-control-allow-headers"] == (
             "authorization, content-type, anonymousid"
         )
+
+
+async def test_chunked_body_without_length__counted_and_refused_past_the_limit(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    async def chunks(total: int) -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < total:
+            yield b" " * 64_000
+            sent += 64_000
+
+    response = await client.post(
+        "/v1/batch", content=chunks(MAX_BODY + 64_000), headers=basic(WRITE_KEY)
+    )
+    assert "content-length" not in response.request.headers
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "payload_too_large")
+    small = json.dumps({"batch": [track("u1")]}).encode()
+
+    async def one() -> AsyncIterator[bytes]:
+        yield small
+
+    response = await client.post("/v1/batch", content=one(), headers=basic(WRITE_KEY))
+    assert response.status_code == 200, response.text
+    assert [e.user_id for e in publisher.published] == ["u1"]

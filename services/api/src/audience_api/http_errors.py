@@ -61,10 +61,22 @@ class BodySizeLimit(BaseHTTPMiddleware):
             return await call_next(request)  # CSV uploads stream to disk under max_upload_bytes
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return error_response(
-                413, "payload_too_large", f"Request bodies are limited to {self.max_bytes} bytes"
-            )
+            return self._too_large()
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            # A chunked body states no length: count it as it arrives, stop past the limit.
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.max_bytes:
+                    return self._too_large()
+            # Starlette hands a body cached here to the endpoint (see _CachedRequest).
+            request._body = bytes(body)
         return await call_next(request)
+
+    def _too_large(self) -> JSONResponse:
+        return error_response(
+            413, "payload_too_large", f"Request bodies are limited to {self.max_bytes} bytes"
+        )
 
 
 def install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
