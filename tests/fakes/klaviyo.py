@@ -62,9 +62,11 @@ class FakeKlaviyo:
     members: dict[str, list[Membership]] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: list[LoggedRequest] = field(default_factory=list)
-    _failures: list[tuple[str, int, int]] = field(default_factory=list)
+    _failures: list[tuple[str, int, int, float | None]] = field(default_factory=list)
     _recent: list[float] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Re-entrant: a handler answering under the lock logs the answer, which takes it again (a
+    # plain Lock deadlocked the server's only thread on the first 404).
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: int = 0
     base_url: str = ""
 
@@ -117,10 +119,17 @@ class FakeKlaviyo:
         with self._lock:
             self.members[list_id] = [m for m in self.members[list_id] if m.profile_id != profile_id]
 
-    def fail(self, times: int, status: int = 503, path_contains: str = "") -> None:
-        """The next `times` requests whose path+query contains the text answer with `status`."""
+    def fail(
+        self,
+        times: int,
+        status: int = 503,
+        path_contains: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        """The next `times` requests whose path+query contains the text answer with `status`
+        (with a `Retry-After` header when given: a 429 storm however fast the client is)."""
         with self._lock:
-            self._failures.append((path_contains, times, status))
+            self._failures.append((path_contains, times, status, retry_after))
 
     def requests(self, path_contains: str = "") -> list[LoggedRequest]:
         with self._lock:
@@ -267,12 +276,16 @@ class FakeKlaviyo:
                     return response
                 self._recent.append(now)
             target = request.url.path + "?" + urlencode(request.query_params, safe="[](),:")
-            for index, (contains, times, status) in enumerate(self._failures):
+            for index, (contains, times, status, wait_s) in enumerate(self._failures):
                 if contains in target and times > 0:
-                    self._failures[index] = (contains, times - 1, status)
+                    self._failures[index] = (contains, times - 1, status, wait_s)
                     failure = _error(status, "error", "A server error occurred.")
+                    if wait_s is not None:
+                        failure.headers["Retry-After"] = f"{wait_s:g}"
                     self.log.append(
-                        LoggedRequest(now, request.url.path, dict(request.query_params), status)
+                        LoggedRequest(
+                            now, request.url.path, dict(request.query_params), status, wait_s
+                        )
                     )
                     return failure
         return None

@@ -15,6 +15,7 @@ Document = dict[str, Any]
 class FakeProfileStore:
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
+        self.links: dict[str, Document] = {}
         self.fail_next_commit: Exception | None = None
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
@@ -72,6 +73,10 @@ class FakeProfileStore:
 
     async def count_profiles(self, project_id: str) -> int:
         return sum(1 for doc in self.docs.values() if doc["project_id"] == project_id)
+
+    async def save_identity_links(self, links: Sequence[Document]) -> None:
+        for link in links:
+            self.links.setdefault(link["_id"], copy.deepcopy(link))
 
 
 class FakeMembershipStore:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from audience_shared.events import AudienceChanged, UserEventBase
+from audience_shared.identity import trait_identity_keys
 from audience_sync.ports import Document, ProfilePage, SourceProfile
 
 
@@ -19,10 +20,12 @@ class FakeEvents:
 
 
 class FakeIdentities:
-    def __init__(self, profiles: list[Document] | None = None) -> None:
-        self.links: dict[str, str] = {}
-        self.profiles = profiles or []
-        self.scans = 0
+    """Links as the store holds them: the sync's own and those the evaluator wrote for
+    identified users (`linked(...)` builds those from profiles, as the evaluator would)."""
+
+    def __init__(self, links: dict[str, str] | None = None, users: set[str] | None = None) -> None:
+        self.links: dict[str, str] = dict(links or {})
+        self.users = set(users or ())
 
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
         return {k: self.links[k] for k in keys if k in self.links}
@@ -32,14 +35,16 @@ class FakeIdentities:
             self.links.setdefault(key, user)
 
     async def existing_users(self, project_id: str, user_ids: Sequence[str]) -> set[str]:
-        return {doc["user_id"] for doc in self.profiles if doc["user_id"] in user_ids}
+        return self.users & set(user_ids)
 
-    async def profile_identities(
-        self, project_id: str, batch: int
-    ) -> AsyncIterator[list[Document]]:
-        self.scans += 1
-        for start in range(0, len(self.profiles), batch):
-            yield self.profiles[start : start + batch]
+
+def linked(profiles: list[Document]) -> FakeIdentities:
+    """Identities of users the evaluator has folded: their traits' keys are linked to them."""
+    identities = FakeIdentities(users={doc["user_id"] for doc in profiles})
+    for doc in profiles:
+        for key in trait_identity_keys(doc["traits"]):
+            identities.links.setdefault(key, doc["user_id"])
+    return identities
 
 
 class FakeSource:

@@ -1,5 +1,6 @@
 """The Klaviyo client against the fake Klaviyo over real HTTP: paging, pacing, 429s, 5xx."""
 
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,35 @@ async def test_429__waits_retry_after_then_succeeds(klaviyo: FakeKlaviyo) -> Non
     for i in throttled:
         if i + 1 < len(log):
             assert log[i + 1].at - log[i].at >= 0.95 * (log[i].retry_after or 0)
+
+
+async def test_429_storm__every_retry_waits_its_retry_after(klaviyo: FakeKlaviyo) -> None:
+    list_id = klaviyo.add_list("Storm")
+    klaviyo.add_profiles(list_id, [{"email": f"s{i}@x.io"} for i in range(150)])
+    klaviyo.fail(times=3, status=429, path_contains="/profiles", retry_after=0.5)
+    source = client(klaviyo, rate=100)
+    emails = await pull(source, list_id)
+    await source.aclose()
+    assert len(emails) == 150
+    log = klaviyo.requests("/profiles")
+    assert [r.status for r in log] == [429, 429, 429, 200, 200]
+    for before, after in itertools.pairwise(log[:4]):
+        assert after.at - before.at >= 0.95 * 0.5
+
+
+async def test_unknown_list__is_rejected__and_the_fake_keeps_answering(
+    klaviyo: FakeKlaviyo,
+) -> None:
+    # A short timeout: a fake that stopped answering fails this test instead of hanging it.
+    source = client(klaviyo, timeout_s=5, max_attempts=1)
+    with pytest.raises(SourceRejected) as refused:
+        await pull(source, "L_missing")
+    list_id = klaviyo.add_list("After a 404")
+    klaviyo.add_profiles(list_id, [{"email": "a@x.io"}])
+    emails = await pull(source, list_id)
+    await source.aclose()
+    assert refused.value.code == "klaviyo_not_found"
+    assert emails == ["a@x.io"]
 
 
 async def test_pacing__spaces_requests_at_the_configured_rate(klaviyo: FakeKlaviyo) -> None:

@@ -37,6 +37,7 @@ from tests.unit.sync.fakes import (
     FakeSource,
     FakeSyncStore,
     MemorySink,
+    linked,
 )
 
 AUDIENCE = {
@@ -58,7 +59,7 @@ def sync_setup(
     store = FakeSyncStore(audiences={"aud_1": dict(AUDIENCE)}, keys={"prj_1": b"token"})
     events = FakeEvents()
     service = KlaviyoSyncService(
-        source, store, IdentityResolver(FakeIdentities(known)), events, lambda t: "pk_key"
+        source, store, IdentityResolver(linked(known or [])), events, lambda t: "pk_key"
     )
     return service, store, events
 
@@ -112,8 +113,8 @@ async def test_sync__maps_by_external_id_then_email_then_phone() -> None:
     assert users[3].startswith("usr_")
 
 
-async def test_sync__profiles_are_linked_once_per_run__not_per_page() -> None:
-    identities = FakeIdentities([{"user_id": "u_mail", "traits": {"email": "C@x.io"}}])
+async def test_sync__user_linked_by_the_evaluator__is_found_by_key__and_new_ones_linked() -> None:
+    identities = FakeIdentities({"email:c@x.io": "u_mail"}, users={"u_mail"})
     store = FakeSyncStore(audiences={"aud_1": dict(AUDIENCE)}, keys={"prj_1": b"token"})
     events = FakeEvents()
     service = KlaviyoSyncService(
@@ -124,9 +125,12 @@ async def test_sync__profiles_are_linked_once_per_run__not_per_page() -> None:
         lambda t: "pk_key",
     )
     await service.run(run_job())
-    assert identities.scans == 1
-    assert [e.user_id for e in list_events(events, True)][2] == "u_mail"
-    assert identities.links["email:c@x.io"] == "u_mail"
+    users = [e.user_id for e in list_events(events, True)]
+    assert users[2] == "u_mail"
+    assert (
+        identities.links["email:a@x.io"] == users[0] != users[1] == identities.links["email:b@x.io"]
+    )
+    assert identities.links["source:klaviyo:kp_c@x.io"] == "u_mail"
 
 
 async def test_sync__external_id_of_an_existing_user__names_that_user() -> None:
@@ -249,14 +253,13 @@ async def test_import__same_file_twice__publishes_the_same_facts() -> None:
     assert [e.event_id for e in first.published] == [e.event_id for e in second.published]
 
 
-async def test_import__rows_naming_their_user_id__never_scan_profiles() -> None:
-    identities = FakeIdentities([{"user_id": "u9", "traits": {"email": "a@x.io"}}])
+async def test_import__rows_naming_their_user_id__are_those_users() -> None:
+    identities = FakeIdentities({"email:a@x.io": "u9"}, users={"u9"})
     events = FakeEvents()
     service = CsvImportService(
         FakeCsv("user_id,email\nu1,a@x.io\nu2,b@x.io\n"), IdentityResolver(identities), events, 1
     )
     await service.run(import_job())
-    assert identities.scans == 0
     assert {e.user_id for e in events.published} == {"u1", "u2"}
 
 

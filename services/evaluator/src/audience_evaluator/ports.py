@@ -40,6 +40,10 @@ class ProfileStore(Protocol):
 
     async def count_profiles(self, project_id: str) -> int: ...
 
+    async def save_identity_links(self, links: Sequence[Document]) -> None:
+        """Upsert `identity_links` documents by `_id`; a key linked before keeps its user."""
+        ...
+
 
 class MembershipStore(Protocol):
     async def apply(self, changes: Sequence[MembershipChanged]) -> None: ...

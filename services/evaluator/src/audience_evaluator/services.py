@@ -9,6 +9,7 @@ from typing import Literal
 
 import structlog
 
+from audience_evaluator.identity import identity_links
 from audience_evaluator.ports import (
     AudienceCatalog,
     MembershipPublisher,
@@ -140,6 +141,16 @@ class MembershipService:
                 profile["version"] = version + 1
                 writes.append((profile, version))
             conflicts = await self._profiles.commit_profiles(writes)
+            # Links from the committed traits: the sync service maps list records to users by
+            # them (a redelivery relinks, so a crash right here loses nothing).
+            await self._profiles.save_identity_links(
+                [
+                    link
+                    for pid, item in pending.items()
+                    if pid in stored and pid not in conflicts
+                    for link in identity_links(stored[pid], item.events)
+                ]
+            )
             for profile, _version in writes:
                 if profile["_id"] not in conflicts and outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])

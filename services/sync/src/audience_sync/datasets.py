@@ -19,7 +19,6 @@ from audience_sync.services import (
     MAX_REPORTED_ERRORS,
     Identity,
     IdentityResolver,
-    RunIdentities,
     deterministic_id,
     traits_digest,
 )
@@ -124,9 +123,8 @@ class DatasetImportService:
             "rows_failed": record.get("rows_failed", 0),
             "errors": list(record.get("errors", [])),
         }
-        identities = self._identities.for_run()
         async for chunk in self._files.chunks(path, checkpoint["rows_done"], self._chunk_rows):
-            await self._import_chunk(record, layout, identities, chunk, progress)
+            await self._import_chunk(record, layout, chunk, progress)
             checkpoint["rows_done"] += len(chunk)
             await job.checkpoint(checkpoint, progress)
 
@@ -134,7 +132,6 @@ class DatasetImportService:
         self,
         record: Document,
         layout: DatasetLayout,
-        identities: RunIdentities,
         chunk: list[tuple[int, list[str]]],
         progress: Document,
     ) -> None:
@@ -148,7 +145,7 @@ class DatasetImportService:
                 failed.append((row_number, str(exc)))
                 continue
             parsed.append((row_number, identity, fields))
-        user_ids = await identities.known(project_id, [identity for _, identity, _ in parsed])
+        user_ids = await self._identities.known(project_id, [identity for _, identity, _ in parsed])
         events: list[UserEventBase] = []
         for (row_number, _, fields), user_id in zip(parsed, user_ids, strict=True):
             if user_id is None:

@@ -68,7 +68,9 @@ class JobHandle(Protocol):
 
 class IdentityStore(Protocol):
     """Identity keys ("email:a@b.c") linked to users, each link a document keyed by the key, so
-    every lookup on the sync's hot path pins `_id` (the only lookup FerretDB serves by index)."""
+    every lookup on the sync's hot path pins `_id` (the only lookup FerretDB serves by index).
+    The sync links the users it maps or creates; the evaluator links users whose identify sets
+    external_id, email or phone."""
 
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
         """user ids by identity key, for the keys already linked."""
@@ -80,10 +82,6 @@ class IdentityStore(Protocol):
 
     async def existing_users(self, project_id: str, user_ids: Sequence[str]) -> set[str]:
         """Which of these user ids have a profile."""
-        ...
-
-    def profile_identities(self, project_id: str, batch: int) -> AsyncIterator[list[Document]]:
-        """Every profile of the project (user_id, traits), in batches: one pass per run."""
         ...
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from audience_shared.events import ListMembershipChanged, TraitsIdentified, UserEventBase
+from audience_shared.identity import identity_keys, normalize_phone
 from audience_sync.errors import JobFailed
 from audience_sync.metrics import MEMBERSHIP_EVENTS, ROWS_EXPORTED, ROWS_FAILED, ROWS_IMPORTED
 from audience_sync.ports import (
@@ -35,7 +36,6 @@ IDENTIFIER_COLUMNS = ("user_id", "external_id", "email", "phone")
 MAX_REPORTED_ERRORS = 100
 MAX_ID_LENGTH = 200
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE_NOISE = re.compile(r"[\s().-]")
 
 
 def deterministic_id(*parts: str) -> str:
@@ -46,14 +46,6 @@ def deterministic_id(*parts: str) -> str:
 def metadata_key(name: str) -> str:
     """A metadata key the store accepts as a field name (no dots, no leading $)."""
     return name.strip().replace(".", "_").lstrip("$") or "_"
-
-
-def normalize_email(value: str) -> str:
-    return value.strip().lower()
-
-
-def normalize_phone(value: str) -> str:
-    return _PHONE_NOISE.sub("", value.strip())
 
 
 @dataclass(frozen=True)
@@ -68,64 +60,23 @@ class Identity:
 
     def lookup_keys(self) -> list[str]:
         """Identity keys in priority order: source record, external_id, email, phone."""
-        keys = []
-        if self.source_key:
-            keys.append(f"source:{self.source_key}")
-        if self.external_id:
-            keys.append(f"external_id:{self.external_id}")
-        if self.email:
-            keys.append(f"email:{normalize_email(self.email)}")
-        if self.phone:
-            keys.append(f"phone:{normalize_phone(self.phone)}")
-        return keys
-
-
-def profile_keys(doc: Document) -> list[str]:
-    """The identity keys a stored profile answers to (its traits' external_id, email, phone)."""
-    traits = doc.get("traits") or {}
-    keys = []
-    if isinstance(traits.get("external_id"), str) and traits["external_id"]:
-        keys.append(f"external_id:{traits['external_id']}")
-    if isinstance(traits.get("email"), str) and traits["email"].strip():
-        keys.append(f"email:{normalize_email(traits['email'])}")
-    if isinstance(traits.get("phone"), str) and traits["phone"].strip():
-        keys.append(f"phone:{normalize_phone(traits['phone'])}")
-    return keys
+        source = [f"source:{self.source_key}"] if self.source_key else []
+        return source + identity_keys(self.external_id, self.email, self.phone)
 
 
 class IdentityResolver:
     """Maps records to user ids: external_id, then email, then phone; else a new user.
 
     Every lookup pins `_id`: identity keys are links (`<project>|email:a@b.c` -> user id). The
-    sync links every user it maps or creates; users that reached Audiences another way are
-    linked by one pass over the project's profiles per run (`link_profiles`), before the run
-    resolves anyone. New users get a deterministic id (the external_id itself, or a hash of the
-    first identifier), so importing the same data twice, or resuming an import, names the same
-    user.
+    sync links every user it maps or creates; the evaluator links every user whose identify
+    sets external_id, email or phone (so users that reached Audiences another way are found
+    without reading profiles). New users get a deterministic id (the external_id itself, or a
+    hash of the first identifier), so importing the same data twice, or resuming an import,
+    names the same user.
     """
 
-    def __init__(self, store: IdentityStore, scan_batch: int = 500) -> None:
+    def __init__(self, store: IdentityStore) -> None:
         self._store = store
-        self._scan_batch = scan_batch
-
-    def for_run(self) -> "RunIdentities":
-        return RunIdentities(self)
-
-    async def link_profiles(self, project_id: str) -> int:
-        """Link the keys of every profile not linked yet; returns how many links were added."""
-        added = 0
-        async for batch in self._store.profile_identities(project_id, self._scan_batch):
-            wanted: dict[str, str] = {}
-            # Smallest user id first, so a key two profiles share resolves the same every time.
-            for doc in sorted(batch, key=lambda d: str(d["user_id"])):
-                for key in profile_keys(doc):
-                    wanted.setdefault(key, str(doc["user_id"]))
-            linked = await self._store.find_links(project_id, sorted(wanted))
-            missing = {key: user for key, user in wanted.items() if key not in linked}
-            if missing:
-                await self._store.save_links(project_id, missing)
-                added += len(missing)
-        return added
 
     async def resolve(self, project_id: str, identities: Sequence[Identity]) -> list[str]:
         pending = [i for i in identities if i.user_id is None]
@@ -180,29 +131,6 @@ class IdentityResolver:
             return identity.external_id[:MAX_ID_LENGTH]
         first = identity.lookup_keys()[0]
         return "usr_" + hashlib.sha256(first.encode()).hexdigest()[:24]
-
-
-class RunIdentities:
-    """The resolver for one run or import: links the project's profiles once, when the first
-    record without a user_id needs resolving (an import naming every user_id never scans)."""
-
-    def __init__(self, resolver: IdentityResolver) -> None:
-        self._resolver = resolver
-        self._linked_projects: set[str] = set()
-
-    async def resolve(self, project_id: str, identities: Sequence[Identity]) -> list[str]:
-        await self._link_once(project_id, identities)
-        return await self._resolver.resolve(project_id, identities)
-
-    async def known(self, project_id: str, identities: Sequence[Identity]) -> list[str | None]:
-        await self._link_once(project_id, identities)
-        return await self._resolver.known(project_id, identities)
-
-    async def _link_once(self, project_id: str, identities: Sequence[Identity]) -> None:
-        if project_id not in self._linked_projects and any(i.user_id is None for i in identities):
-            added = await self._resolver.link_profiles(project_id)
-            log.info("identities.profiles_linked", project_id=project_id, links=added)
-            self._linked_projects.add(project_id)
 
 
 def klaviyo_traits(profile: SourceProfile) -> dict[str, Any]:
@@ -279,10 +207,9 @@ class KlaviyoSyncService:
                 sync_source["list_id"], checkpoint["since"]
             )
             checkpoint["watermark"] = state.get("watermark")
-        identities = self._identities.for_run()
         while checkpoint.get("next_url"):
             page = await self._source.profiles_page(api_key, checkpoint["next_url"])
-            watermark = await self._apply_page(run, identities, page.profiles, progress)
+            watermark = await self._apply_page(run, page.profiles, progress)
             if watermark is not None and (
                 checkpoint.get("watermark") is None or watermark > checkpoint["watermark"]
             ):
@@ -302,7 +229,6 @@ class KlaviyoSyncService:
     async def _apply_page(
         self,
         run: Document,
-        resolver: RunIdentities,
         profiles: Sequence[SourceProfile],
         progress: Document,
     ) -> datetime | None:
@@ -316,7 +242,7 @@ class KlaviyoSyncService:
             )
             for p in profiles
         ]
-        user_ids = await resolver.resolve(project_id, identities)
+        user_ids = await self._identities.resolve(project_id, identities)
         current = await self._store.list_members(audience_id, user_ids)
         events: list[UserEventBase] = []
         seen: list[Document] = []
@@ -480,9 +406,8 @@ class CsvImportService:
             "rows_failed": record.get("rows_failed", 0),
             "errors": list(record.get("errors", [])),
         }
-        identities = self._identities.for_run()
         async for chunk in self._files.chunks(path, checkpoint["rows_done"], self._chunk_rows):
-            await self._import_chunk(record, layout, identities, chunk, progress)
+            await self._import_chunk(record, layout, chunk, progress)
             checkpoint["rows_done"] += len(chunk)
             await job.checkpoint(checkpoint, progress)
 
@@ -490,7 +415,6 @@ class CsvImportService:
         self,
         record: Document,
         layout: CsvLayout,
-        identities: RunIdentities,
         chunk: list[tuple[int, list[str]]],
         progress: Document,
     ) -> None:
@@ -508,7 +432,7 @@ class CsvImportService:
                 if len(progress["errors"]) < MAX_REPORTED_ERRORS:
                     progress["errors"].append({"row": row_number, "message": str(exc)})
         ROWS_FAILED.inc(len(chunk) - len(parsed))
-        user_ids = await identities.resolve(project_id, [identity for identity, _ in parsed])
+        user_ids = await self._identities.resolve(project_id, [identity for identity, _ in parsed])
         events: list[UserEventBase] = []
         for (_, traits), user_id in zip(parsed, user_ids, strict=True):
             if traits:

@@ -9,6 +9,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from audience_shared.identity import link_id
 from audience_shared.store import bulk_write_chunked
 
 Document = dict[str, Any]
@@ -191,14 +192,14 @@ class MongoSyncStore:
 
 
 class MongoIdentityStore:
-    """Identity links (`_id` = "<project>|<key>") and the profiles they come from."""
+    """Identity links (`_id` = "<project>|<key>") and which users have a profile."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
 
     async def find_links(self, project_id: str, keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        ids = [f"{project_id}|{key}" for key in keys]
+        ids = [link_id(project_id, key) for key in keys]
         # Short `$in` lists: FerretDB serves `_id: {$in}` by index only up to 1,000 values.
         for start in range(0, len(ids), ID_BATCH):
             cursor = self._db.identity_links.find({"_id": {"$in": ids[start : start + ID_BATCH]}})
@@ -212,7 +213,7 @@ class MongoIdentityStore:
             self._db.identity_links,
             [
                 UpdateOne(
-                    {"_id": f"{project_id}|{key}"},
+                    {"_id": link_id(project_id, key)},
                     {"$setOnInsert": {"project_id": project_id, "user_id": user_id}},
                     upsert=True,
                 )
@@ -230,24 +231,6 @@ class MongoIdentityStore:
             )
             found.update({str(doc["user_id"]) async for doc in cursor})
         return found
-
-    async def profile_identities(
-        self, project_id: str, batch: int
-    ) -> AsyncIterator[list[Document]]:
-        # One pass over the profiles per run (a scan on FerretDB), streamed in batches.
-        cursor = self._db.profiles.find(
-            {"project_id": project_id},
-            {"user_id": 1, "traits.external_id": 1, "traits.email": 1, "traits.phone": 1},
-            batch_size=batch,
-        )
-        page: list[Document] = []
-        async for doc in cursor:
-            page.append(doc)
-            if len(page) >= batch:
-                yield page
-                page = []
-        if page:
-            yield page
 
 
 class MongoMemberSource:
