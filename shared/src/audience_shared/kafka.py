@@ -27,6 +27,10 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
         enable_idempotence=False,
         # Keep retrying a publish while the broker restarts rather than failing the request fast.
         request_timeout_ms=15_000,
+        # A batch of events can decide thousands of membership changes at once: big producer
+        # batches send them in a few requests per partition instead of one per 16 KB.
+        max_batch_size=512 * 1024,
+        linger_ms=5,
         logger=None,
     )
 

@@ -14,7 +14,7 @@ from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group
-from audience_shared.store import BULK_CHUNK, apply_one, bulk_write_chunked
+from audience_shared.store import BULK_CHUNK, INSERT_CHUNK, apply_one, bulk_write_chunked
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -49,8 +49,12 @@ class MongoProfileStore:
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
         conflicts: set[str] = set()
-        for start in range(0, len(writes), BULK_CHUNK):
-            conflicts |= await self._commit_chunk(writes[start : start + BULK_CHUNK])
+        # New profiles are plain inserts, which go out in bigger (cheaper) commands.
+        inserts = [write for write in writes if write[1] == 0]
+        replaces = [write for write in writes if write[1] != 0]
+        for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
+            for start in range(0, len(group), size):
+                conflicts |= await self._commit_chunk(group[start : start + size])
         return conflicts
 
     async def _commit_chunk(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
@@ -156,31 +160,36 @@ class MongoMembershipStore:
         self._history = db.audience_history
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
-        ops: list[UpdateOne | DeleteOne] = []
+        """Make each membership match the last change decided for it: entered inserts the
+        document (kept as it is if a replay finds it there), exited deletes it."""
+        last: dict[str, MembershipChanged] = {}
         for change in changes:
             pid = f"{change.project_id}/{change.user_id}"
-            _id = membership_id(change.audience_id, pid)
+            last[membership_id(change.audience_id, pid)] = change
+        inserts: list[InsertOne[Document]] = []
+        deletes: list[DeleteOne] = []
+        for _id, change in last.items():
             if change.type == "membership.entered":
-                ops.append(
-                    UpdateOne(
-                        {"_id": _id},
+                inserts.append(
+                    InsertOne(
                         {
-                            "$setOnInsert": {
-                                "audience_id": change.audience_id,
-                                "project_id": change.project_id,
-                                "user_id": change.user_id,
-                                "profile_id": pid,
-                                "joined_at": change.occurred_at,
-                                "version": change.version,
-                            }
-                        },
-                        upsert=True,
+                            "_id": _id,
+                            "audience_id": change.audience_id,
+                            "project_id": change.project_id,
+                            "user_id": change.user_id,
+                            "profile_id": f"{change.project_id}/{change.user_id}",
+                            "joined_at": change.occurred_at,
+                            "version": change.version,
+                        }
                     )
                 )
             else:
-                ops.append(DeleteOne({"_id": _id}))
-        if ops:
-            await bulk_write_chunked(self._memberships, ops)
+                deletes.append(DeleteOne({"_id": _id}))
+        # Inserts and deletes touch different memberships, so their order does not matter.
+        if inserts:
+            await bulk_write_chunked(self._memberships, inserts, ignore_duplicates=True)
+        if deletes:
+            await bulk_write_chunked(self._memberships, deletes)
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
