@@ -237,27 +237,24 @@ def start_evaluator(env: dict[str, str], log_path: Path) -> subprocess.Popen[byt
 async def sustained(bootstrap: str, total: int) -> float:
     """Events/s from the first committed progress to zero lag."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
+    (described,) = await admin.describe_topics([Topic.USER_EVENTS])
     partitions = [
-        TopicPartition(Topic.USER_EVENTS, p)
-        for p in consumer.partitions_for_topic(Topic.USER_EVENTS) or []
+        TopicPartition(Topic.USER_EVENTS, p["partition"]) for p in described["partitions"]
     ]
-    if not partitions:
-        await consumer.stop()
-        consumer = AIOKafkaConsumer(Topic.USER_EVENTS, bootstrap_servers=bootstrap)
-        await consumer.start()
-        partitions = [
-            TopicPartition(Topic.USER_EVENTS, p)
-            for p in consumer.partitions_for_topic(Topic.USER_EVENTS) or []
-        ]
+    assert partitions, f"no partitions for {Topic.USER_EVENTS}: {described}"
     first_progress: tuple[float, int] | None = None
     try:
         with progress() as bar:
             task = bar.add_task("evaluator consuming", total=total)
             while True:
-                lag = await group_lag(admin, consumer, partitions)
+                try:
+                    lag = await group_lag(admin, consumer, partitions)
+                except KafkaError:  # the group's coordinator is not elected yet: ask again
+                    await asyncio.sleep(0.5)
+                    continue
                 done = total - lag
                 bar.update(task, completed=done)
                 now = time.perf_counter()
