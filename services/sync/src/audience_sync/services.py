@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import structlog
-
 from audience_shared.events import ListMembershipChanged, TraitsIdentified, UserEventBase
 from audience_shared.identity import identity_keys, normalize_phone
 from audience_sync.errors import JobFailed
@@ -28,8 +26,6 @@ from audience_sync.ports import (
     SyncStore,
     UserEventPublisher,
 )
-
-log = structlog.get_logger()
 
 KNOWN_COLUMNS = ("user_id", "external_id", "email", "phone", "full_name")
 IDENTIFIER_COLUMNS = ("user_id", "external_id", "email", "phone")
