@@ -1,5 +1,6 @@
 """MongoDB plumbing shared by the services: the client, DDL only when missing, chunked bulks."""
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ BULK_CHUNK = 25
 # Inserts hold no query open, and FerretDB writes a command's inserts in one statement: an insert
 # costs a small fraction of an update there, and bigger commands cost less per document.
 INSERT_CHUNK = 250
+
+# Bulk commands of one call in flight at once.
+CONCURRENT_COMMANDS = 4
 
 
 def chunk_size(ops: Sequence[Any]) -> int:
@@ -82,17 +86,25 @@ async def bulk_write_chunked(
     `ignore_duplicates`, an operation refused for a duplicate key counts as already done.
     """
     size = chunk_size(ops)
-    for start in range(0, len(ops), size):
-        chunk = list(ops[start : start + size])
-        try:
-            await collection.bulk_write(chunk, ordered=False)
-        except (BulkWriteError, KeyError):
-            for op in chunk:
-                try:
-                    await apply_one(collection, op)
-                except DuplicateKeyError:
-                    if not ignore_duplicates:
-                        raise
+    # Unordered writes commute, so a few commands may be in flight at once (the round trips
+    # overlap; FerretDB applies update commands one at a time anyway).
+    gate = asyncio.Semaphore(CONCURRENT_COMMANDS)
+
+    async def write(chunk: list[Any]) -> None:
+        async with gate:
+            try:
+                await collection.bulk_write(chunk, ordered=False)
+            except (BulkWriteError, KeyError):
+                for op in chunk:
+                    try:
+                        await apply_one(collection, op)
+                    except DuplicateKeyError:
+                        if not ignore_duplicates:
+                            raise
+
+    await asyncio.gather(
+        *(write(list(ops[start : start + size])) for start in range(0, len(ops), size))
+    )
 
 
 async def apply_one(collection: AsyncCollection[Document], op: Any) -> int:

@@ -1,5 +1,6 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -210,11 +211,17 @@ class MongoMembershipStore:
                 {"applied": 1, "count_version": 1, **dict.fromkeys(COUNTS, 1)},
             )
             stored = {doc["_id"]: doc async for doc in cursor}
-            lost: dict[str, list[MembershipChanged]] = {}
-            for audience_id, items in pending.items():
-                if not await self._count_once(audience_id, items, stored.get(audience_id)):
-                    lost[audience_id] = items
-            pending = lost
+            outcomes = await asyncio.gather(
+                *(
+                    self._count_once(audience_id, items, stored.get(audience_id))
+                    for audience_id, items in pending.items()
+                )
+            )
+            pending = {
+                audience_id: items
+                for (audience_id, items), counted in zip(pending.items(), outcomes, strict=True)
+                if not counted
+            }
         raise CountConflict(sorted(pending))
 
     async def _count_once(
