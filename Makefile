@@ -1,5 +1,5 @@
 # Thin aliases; the scripts in deploy/local/ do the work.
-.PHONY: up down status test test-unit test-sync test-soak lint format bench-rules bench-evaluator reliability
+.PHONY: up down status test test-unit test-sync test-soak lint format asyncapi bench-rules bench-evaluator reliability
 
 up:  ## install, provision and start everything, then print the API URL and the demo key
 	@deploy/local/up.sh
@@ -25,6 +25,9 @@ lint:  ## ruff, mypy (strict) and the import contracts
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+asyncapi:  ## regenerate docs/asyncapi.json from the topic contracts in audience_shared
+	.venv/bin/python -m audience_shared.asyncapi docs/asyncapi.json
 
 bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rules.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_rules

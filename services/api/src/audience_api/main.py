@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
@@ -26,6 +27,7 @@ from audience_api.routes import (
 )
 from audience_api.routes import groups as group_routes
 from audience_api.routes import sync as sync_routes
+from audience_shared.asyncapi import build_asyncapi
 from audience_shared.logging import configure_logging
 
 
@@ -57,6 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    asyncapi_document = build_asyncapi()
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> dict[str, Any]:
+        """The Kafka topics' contracts, as /openapi.json is the REST API's (no key needed)."""
+        return asyncapi_document
 
     app.include_router(health.router)
     app.include_router(insights.router)

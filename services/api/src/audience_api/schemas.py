@@ -113,6 +113,18 @@ class AudienceUpdate(Strict):
     columns: Columns | None = None
     unload_format: UnloadFormat | None = None
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Active Premium Users (EU)",
+                    "criteria": "Users with plan=premium AND region=EU",
+                }
+            ]
+        },
+    )
+
 
 class AudiencePreview(Strict):
     """Any rule input; nothing is saved."""
@@ -124,6 +136,42 @@ class AudiencePreview(Strict):
     filters: list[dict[str, Any]] | None = None
     properties: dict[str, list[Any]] | None = None
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "filter": {
+                        "match": "all",
+                        "rules": [
+                            {
+                                "type": "trait",
+                                "field": "plan",
+                                "operator": "is",
+                                "value": "premium",
+                            },
+                            {
+                                "type": "trait",
+                                "field": "last_active",
+                                "operator": "within_last",
+                                "value": "7d",
+                            },
+                        ],
+                    }
+                }
+            ]
+        },
+    )
+
 
 class RuleChangePreview(AudiencePreview):
     """A new rule for an existing audience: who would enter, leave and stay."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"criteria": "Users with plan in (premium, pro) AND last_active within 7 days"}
+            ]
+        },
+    )

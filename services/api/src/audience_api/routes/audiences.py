@@ -7,13 +7,15 @@ from fastapi import APIRouter, Query, Response
 
 from audience_api.errors import Conflict
 from audience_api.routes.deps import ContainerDep, PrincipalDep
+from audience_api.routes.examples import audiences as ex
+from audience_api.routes.examples import json_example, no_content
 from audience_api.schemas import AudienceCreate, AudienceUpdate
 from audience_api.services import AudienceFilters, parse_include
 
 router = APIRouter(prefix="/v1/audiences", tags=["audiences"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=json_example(ex.AUDIENCE, 201))
 async def create_audience(
     body: AudienceCreate, caller: PrincipalDep, services: ContainerDep
 ) -> dict[str, Any]:
@@ -30,7 +32,7 @@ IncludeQuery = Annotated[
 ]
 
 
-@router.get("")
+@router.get("", responses=json_example(ex.AUDIENCE_PAGE))
 async def list_audiences(
     caller: PrincipalDep,
     services: ContainerDep,
@@ -56,7 +58,7 @@ async def list_audiences(
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 
 
-@router.get("/{audience_id}")
+@router.get("/{audience_id}", responses=json_example(ex.AUDIENCE_WITH_RELATIONS))
 async def get_audience(
     audience_id: str,
     caller: PrincipalDep,
@@ -67,21 +69,25 @@ async def get_audience(
     return await services.audiences.get(caller, audience_id, project_id, parse_include(include))
 
 
-@router.get("/{audience_id}/count")
+@router.get("/{audience_id}/count", responses=json_example(ex.COUNT))
 async def count_members(
     audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:
     return await services.audiences.count(caller, audience_id, project_id)
 
 
-@router.put("/{audience_id}")
+@router.put("/{audience_id}", responses=json_example(ex.UPDATED_AUDIENCE))
 async def update_audience(
     audience_id: str, body: AudienceUpdate, caller: PrincipalDep, services: ContainerDep
 ) -> dict[str, Any]:
     return await services.audiences.update(caller, audience_id, body.model_dump(exclude_none=True))
 
 
-@router.delete("/{audience_id}", status_code=204)
+@router.delete(
+    "/{audience_id}",
+    status_code=204,
+    responses=no_content("Archived: gone from lists, and every member exited"),
+)
 async def delete_audience(
     audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> Response:
@@ -89,14 +95,14 @@ async def delete_audience(
     return Response(status_code=204)
 
 
-@router.get("/{audience_id}/status")
+@router.get("/{audience_id}/status", responses=json_example(ex.STATUS))
 async def audience_status(
     audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:
     return await services.audiences.status(caller, audience_id, project_id)
 
 
-@router.get("/{audience_id}/members")
+@router.get("/{audience_id}/members", responses=json_example(ex.MEMBERS))
 async def list_members(
     audience_id: str,
     caller: PrincipalDep,
@@ -114,7 +120,7 @@ async def list_members(
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 
 
-@router.get("/{audience_id}/history")
+@router.get("/{audience_id}/history", responses=json_example(ex.HISTORY))
 async def audience_history(
     audience_id: str,
     caller: PrincipalDep,
@@ -129,7 +135,7 @@ async def audience_history(
     return await services.audiences.history(caller, audience_id, project_id, since)
 
 
-@router.post("/{audience_id}/refresh", status_code=202)
+@router.post("/{audience_id}/refresh", status_code=202, responses=json_example(ex.REFRESH, 202))
 async def refresh_audience(
     audience_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:

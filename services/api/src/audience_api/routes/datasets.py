@@ -8,6 +8,8 @@ from starlette.datastructures import UploadFile
 
 from audience_api.errors import InvalidRequest
 from audience_api.routes.deps import ContainerDep, PrincipalDep
+from audience_api.routes.examples import datasets as ex
+from audience_api.routes.examples import json_example
 from audience_api.routes.sync import CSV_TYPES, UPLOAD_CHUNK, UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -18,7 +20,7 @@ async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.post("/{name}/import", status_code=202)
+@router.post("/{name}/import", status_code=202, responses=json_example(ex.IMPORT_STARTED, 202))
 async def import_dataset(
     name: str,
     request: Request,
@@ -52,7 +54,7 @@ async def import_dataset(
     )
 
 
-@router.get("/{name}/imports/{import_id}")
+@router.get("/{name}/imports/{import_id}", responses=json_example(ex.IMPORT_STATUS))
 async def dataset_import_status(
     name: str,
     import_id: str,
@@ -65,14 +67,14 @@ async def dataset_import_status(
     return await services.datasets.import_status(caller, name, import_id, project_id)
 
 
-@router.get("")
+@router.get("", responses=json_example(ex.DATASETS))
 async def list_datasets(
     caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:
     return {"items": await services.datasets.list(caller, project_id)}
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=json_example(ex.DATASET))
 async def get_dataset(
     name: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:

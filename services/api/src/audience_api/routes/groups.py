@@ -7,6 +7,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from audience_api.routes.deps import ContainerDep, PrincipalDep
+from audience_api.routes.examples import groups as ex
+from audience_api.routes.examples import json_example, no_content
 from audience_api.schemas import Strict
 
 router = APIRouter(prefix="/v1/audiences", tags=["groups and segments"])
@@ -51,6 +53,21 @@ class LoyaltyTiersUpdate(Strict):
     metric: str | None = Field(default=None, pattern=METRIC_PATTERN)
     tiers: list[Tier] = Field(min_length=1, max_length=50)
 
+    model_config = Strict.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "tiers": [
+                        {"name": "Bronze", "min": 0, "max": 100},
+                        {"name": "Silver", "min": 100, "max": 1000},
+                        {"name": "Gold", "min": 1000, "max": 5000},
+                        {"name": "Platinum", "min": 5000},
+                    ]
+                }
+            ]
+        }
+    }
+
 
 class SegmentCreate(Strict):
     management_type: Literal["selfmanaged", "systemmanaged"]
@@ -78,7 +95,7 @@ class SegmentCreate(Strict):
     }
 
 
-@router.post("/segments", status_code=201)
+@router.post("/segments", status_code=201, responses=json_example(ex.SEGMENT, 201))
 async def create_segment(
     body: SegmentCreate, caller: PrincipalDep, services: ContainerDep
 ) -> dict[str, Any]:
@@ -86,7 +103,7 @@ async def create_segment(
     return await services.segments.create(caller, body.model_dump())
 
 
-@router.post("/loyalty-tiers", status_code=201)
+@router.post("/loyalty-tiers", status_code=201, responses=json_example(ex.LOYALTY_GROUP, 201))
 async def create_loyalty_tiers(
     body: LoyaltyTiersCreate, caller: PrincipalDep, services: ContainerDep
 ) -> dict[str, Any]:
@@ -94,7 +111,7 @@ async def create_loyalty_tiers(
     return await services.groups.create_tiers(caller, body.model_dump())
 
 
-@router.put("/loyalty-tiers/{group_id}")
+@router.put("/loyalty-tiers/{group_id}", responses=json_example(ex.LOYALTY_GROUP))
 async def update_loyalty_tiers(
     group_id: str, body: LoyaltyTiersUpdate, caller: PrincipalDep, services: ContainerDep
 ) -> dict[str, Any]:
@@ -102,14 +119,14 @@ async def update_loyalty_tiers(
     return await services.groups.update_tiers(caller, group_id, body.model_dump())
 
 
-@router.get("/groups/{group_id}")
+@router.get("/groups/{group_id}", responses=json_example(ex.LOYALTY_GROUP))
 async def get_group(
     group_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> dict[str, Any]:
     return await services.groups.get(caller, group_id, project_id)
 
 
-@router.get("/groups/{group_id}/members")
+@router.get("/groups/{group_id}/members", responses=json_example(ex.GROUP_MEMBERS))
 async def group_members(
     group_id: str,
     caller: PrincipalDep,
@@ -138,7 +155,11 @@ async def group_members(
     return {"items": items, "page_info": {"has_next_page": has_next, "end_cursor": end}}
 
 
-@router.delete("/groups/{group_id}", status_code=204)
+@router.delete(
+    "/groups/{group_id}",
+    status_code=204,
+    responses=no_content("Every audience of the group archived"),
+)
 async def delete_group(
     group_id: str, caller: PrincipalDep, services: ContainerDep, project_id: str | None = None
 ) -> Response:

@@ -4,16 +4,18 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from audience_api.routes.deps import ContainerDep
+from audience_api.routes.examples import health as ex
+from audience_api.routes.examples import json_example
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=json_example(ex.HEALTHY))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=json_example(ex.READY))
 async def readyz(services: ContainerDep) -> JSONResponse:
     checks = await services.readiness()
     ready = all(checks.values())

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from audience_api.errors import InvalidRequest
 from audience_api.metrics import EVENTS_ACCEPTED
 from audience_api.routes.deps import ContainerDep, PrincipalDep
+from audience_api.routes.examples import ingest as ex
+from audience_api.routes.examples import json_example
 from audience_api.routes.segment import accept_spec_identify
 from audience_api.schemas import IdentifyItem, IngestAccepted, TrackItem
 from audience_api.segment import is_spec_message
@@ -98,11 +100,16 @@ def _track(item: TrackItem, project_id: str, received: Any) -> UserEventBase:
     )
 
 
-@router.post("/identify", status_code=202, response_model=IngestAccepted)
+@router.post(
+    "/identify",
+    status_code=202,
+    response_model=IngestAccepted,
+    responses=json_example(ex.ACCEPTED, 202),
+)
 async def identify(
     caller: PrincipalDep,
     services: ContainerDep,
-    body: Any = Body(examples=[{"user_id": "u1", "traits": {"plan": "premium"}}]),  # noqa: B008
+    body: Any = Body(examples=[ex.IDENTIFY]),  # noqa: B008
 ) -> JSONResponse:
     # Segment-style SDKs post their camelCase identify here too; one path serves both shapes.
     if is_spec_message(body):
@@ -110,10 +117,15 @@ async def identify(
     return await _ingest(body, caller, services, _identify, IdentifyItem)
 
 
-@router.post("/events", status_code=202, response_model=IngestAccepted)
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestAccepted,
+    responses=json_example(ex.ACCEPTED, 202),
+)
 async def track(
     caller: PrincipalDep,
     services: ContainerDep,
-    body: Any = Body(examples=[{"user_id": "u1", "event": "app_open"}]),  # noqa: B008
+    body: Any = Body(examples=[ex.EVENT, ex.EVENT_BATCH]),  # noqa: B008
 ) -> JSONResponse:
     return await _ingest(body, caller, services, _track, TrackItem)

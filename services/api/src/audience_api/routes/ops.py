@@ -7,6 +7,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from audience_api.ops import RUN_KINDS, PipelineService, RunHistoryService, RunKind
 from audience_api.routes.deps import PrincipalDep
+from audience_api.routes.examples import json_example
+from audience_api.routes.examples import ops as ex
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
@@ -24,14 +26,14 @@ def ops_services(request: Request) -> OpsServices:
 OpsDep = Annotated[OpsServices, Depends(ops_services)]
 
 
-@router.get("/pipeline")
+@router.get("/pipeline", responses=json_example(ex.PIPELINE))
 async def pipeline(caller: PrincipalDep, ops: OpsDep) -> dict[str, Any]:
     """Consumer lag per partition, offset totals (two readings give rates), each service's
     readiness."""
     return await ops.pipeline.pipeline(caller)
 
 
-@router.get("/runs")
+@router.get("/runs", responses=json_example(ex.RUNS))
 async def recent_runs(
     caller: PrincipalDep,
     ops: OpsDep,

@@ -14,6 +14,8 @@ from audience_api.container import Container
 from audience_api.errors import ApiError, InvalidRequest
 from audience_api.metrics import EVENTS_ACCEPTED
 from audience_api.routes.deps import ContainerDep, admit, presented_key
+from audience_api.routes.examples import json_example
+from audience_api.routes.examples import segment as ex
 from audience_api.segment import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
@@ -225,6 +227,7 @@ for _path in BATCH_PATHS:
         summary="Segment-compatible batch",
         description="`{batch: [messages], sentAt?, context?, integrations?}`; 500 KB at most.",
         response_class=JSONResponse,
+        responses=json_example(ex.ACCEPTED),
     )
 for _type, _paths in SINGLE_PATHS.items():
     for _path in _paths:
@@ -235,6 +238,7 @@ for _type, _paths in SINGLE_PATHS.items():
             summary=f"Segment-compatible {_type}",
             include_in_schema=len(_path) > 2,
             response_class=JSONResponse,
+            responses=json_example(ex.ACCEPTED),
         )
 for _path in (*BATCH_PATHS, "/identify", *(p for paths in SINGLE_PATHS.values() for p in paths)):
     router.add_api_route(_path, _preflight, methods=["OPTIONS"], include_in_schema=False)
