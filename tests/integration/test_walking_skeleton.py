@@ -1,30 +1,15 @@
 """The walking skeleton: audience → identify/track → evaluator → count, through real processes."""
 
-import asyncio
-import time
-
 import httpx
 import pytest
 
 from tests.integration.conftest import Stack
+from tests.integration.helpers import wait_for_count
 
 pytestmark = pytest.mark.integration
 
 
-async def wait_for_count(client: httpx.AsyncClient, audience_id: str, expected: int) -> float:
-    started = time.monotonic()
-    count = None
-    while time.monotonic() - started < 10:
-        response = await client.get(f"/v1/audiences/{audience_id}/count")
-        assert response.status_code == 200, response.text
-        count = response.json()["count"]
-        if count == expected:
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    pytest.fail(f"count stayed {count}, expected {expected}")
-
-
-async def test_skeleton__identify_then_track__user_enters_within_two_seconds(
+async def test_skeleton__identify_then_track__user_enters(
     project_client: httpx.AsyncClient,
 ) -> None:
     created = await project_client.post(
@@ -42,8 +27,8 @@ async def test_skeleton__identify_then_track__user_enters_within_two_seconds(
     assert identify.status_code == 202, identify.text
     assert track.status_code == 202, track.text
 
-    elapsed = await wait_for_count(project_client, audience["id"], 1)
-    assert elapsed < 2.0
+    # Freshness is measured by `make bench-evaluator`, never by a timed test.
+    await wait_for_count(project_client, audience["id"], 1, timeout=60)
 
 
 async def test_skeleton__every_endpoint_but_health__requires_a_key(stack: Stack) -> None:

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from audience_api.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from audience_api.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from audience_api.ports import (
     AudienceRepository,
     EventPublisher,
@@ -30,6 +37,8 @@ MAX_HISTORY = timedelta(days=366)
 
 # A create that answers with an estimate spends at most this long counting it.
 ESTIMATE_SECONDS = 1.0
+# A computed size is part of the answer (seed 003 segments): worth waiting for, never faked.
+SIZE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -442,13 +451,13 @@ class AudienceService:
         return [self._resource(doc, states.get(doc["_id"])) for doc in docs]
 
     async def estimate(self, project_id: str, rule: rules.Group) -> int:
-        """Profiles the rule matches now, by the store; 0 when the count takes too long."""
+        """Profiles the rule matches now, counted by the store (a segment's computed size)."""
         try:
             return await asyncio.wait_for(
-                self._profiles.count(project_id, rule, utcnow()), ESTIMATE_SECONDS
+                self._profiles.count(project_id, rule, utcnow()), SIZE_SECONDS
             )
-        except TimeoutError:
-            return 0
+        except TimeoutError as exc:
+            raise Unavailable("Counting the matching users took too long; retry shortly") from exc
 
     async def delete(self, principal: Principal, audience_id: str, project: str | None) -> None:
         principal.require_write()

@@ -114,7 +114,7 @@ class Container:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
-                await self.sweeper.sweep_once(self.handlers.lock)
+                await self.sweeper.sweep_once()
             except Exception as exc:
                 log.warning("sweep.failed", error=repr(exc), transient=is_transient(exc))
 

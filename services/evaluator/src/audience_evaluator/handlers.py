@@ -74,7 +74,8 @@ async def raw_records(msg: StreamMessage[Any]) -> Any:
 
 
 class EvaluatorHandlers:
-    """Holds the services; a lock keeps consumers and the sweeper from interleaving a profile."""
+    """Holds the services; `lock` runs audience builds one at a time (profiles have their own
+    lock inside MembershipService, so live events keep flowing while a build runs)."""
 
     def __init__(
         self,
@@ -142,10 +143,9 @@ class EvaluatorHandlers:
             return
         BATCH_SIZE.observe(len(events))
         started = time.perf_counter()
-        async with self.lock:
-            changes = await self.retrying(
-                "user_events", lambda: self._memberships.apply_user_events(events)
-            )
+        changes = await self.retrying(
+            "user_events", lambda: self._memberships.apply_user_events(events)
+        )
         BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("batch.processed", events=len(events), membership_changes=changes)
 

@@ -67,6 +67,10 @@ class MembershipService:
         self._publisher = publisher
         self._registry = registry
         self._clock = clock
+        # One process() at a time in this process: the consumer, the sweeper and builds all
+        # read-modify-write profiles, and would otherwise only lose rounds to each other's
+        # version guards. Builds take it per chunk, so live events interleave with a backfill.
+        self._lock = asyncio.Lock()
 
     async def apply_user_events(self, events: Sequence[UserEventBase]) -> int:
         """Fold a batch of events in; returns how many membership changes it caused."""
@@ -88,6 +92,15 @@ class MembershipService:
         archived: frozenset[str] = frozenset(),
     ) -> int:
         """Apply work to profiles with version-guarded writes, retrying conflicts on fresh reads."""
+        async with self._lock:
+            return await self._process(work, reason, archived)
+
+    async def _process(
+        self,
+        work: Mapping[str, Work],
+        reason: Reason,
+        archived: frozenset[str],
+    ) -> int:
         pending = dict(work)
         changes: list[MembershipChanged] = []
         committed: list[tuple[str, int]] = []
@@ -492,19 +505,16 @@ class SweepService:
         self._service = membership_service
         self._clock = clock
 
-    async def sweep_once(self, lock: asyncio.Lock | None = None, limit: int = 1000) -> int:
-        """One pass; the scans run outside `lock`, only the re-evaluation holds it."""
-        guard = lock or asyncio.Lock()
+    async def sweep_once(self, limit: int = 1000) -> int:
+        """One pass; the scans run unlocked, only the re-evaluation takes the profile lock."""
         changes = 0
         # Undelivered outboxes first: touching a profile replays its outbox.
         stranded = await self._profiles.profile_ids_with_outbox(limit)
         if stranded:
-            async with guard:
-                changes += await self._service.process({pid: Work() for pid in stranded}, "event")
+            changes += await self._service.process({pid: Work() for pid in stranded}, "event")
         ids = await self._profiles.due_profile_ids(self._clock(), limit)
         if ids:
-            async with guard:
-                changes += await self._service.process(
-                    {pid: Work(due_only=True) for pid in ids}, reason="time"
-                )
+            changes += await self._service.process(
+                {pid: Work(due_only=True) for pid in ids}, reason="time"
+            )
         return changes
