@@ -20,6 +20,7 @@ from audience_sync.services import (
     Identity,
     IdentityResolver,
     deterministic_id,
+    import_rows,
     traits_digest,
 )
 
@@ -115,18 +116,13 @@ class DatasetImportService:
         if not path.exists():
             raise JobFailed("file_missing", "The uploaded file is no longer there")
         layout = DatasetLayout.from_header(await self._files.header(path), record["key"])
-        if record.get("rows_total") is None:
-            await job.update({"rows_total": await self._files.count_rows(path)})
-        checkpoint: Document = dict(record.get("checkpoint") or {"rows_done": 0})
-        progress: Document = {
-            "rows_imported": record.get("rows_imported", 0),
-            "rows_failed": record.get("rows_failed", 0),
-            "errors": list(record.get("errors", [])),
-        }
-        async for chunk in self._files.chunks(path, checkpoint["rows_done"], self._chunk_rows):
-            await self._import_chunk(record, layout, chunk, progress)
-            checkpoint["rows_done"] += len(chunk)
-            await job.checkpoint(checkpoint, progress)
+        await import_rows(
+            job,
+            self._files,
+            path,
+            self._chunk_rows,
+            lambda chunk, progress: self._import_chunk(record, layout, chunk, progress),
+        )
 
     async def _import_chunk(
         self,

@@ -5,9 +5,10 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from audience_shared.events import ListMembershipChanged, TraitsIdentified, UserEventBase
@@ -372,6 +373,34 @@ class CsvLayout:
         return identity, traits
 
 
+Rows = list[tuple[int, list[str]]]
+
+
+async def import_rows(
+    job: JobHandle,
+    files: CsvSource,
+    path: Path,
+    chunk_rows: int,
+    import_chunk: Callable[[Rows, Document], Awaitable[None]],
+) -> None:
+    """Feed a file's rows to `import_chunk` chunk by chunk from the job's last checkpoint, which
+    moves (with the counts and errors `import_chunk` keeps in `progress`) after each chunk."""
+    record = job.record
+    if record.get("rows_total") is None:
+        # One quick pass first, so progress has a denominator.
+        await job.update({"rows_total": await files.count_rows(path)})
+    checkpoint: Document = dict(record.get("checkpoint") or {"rows_done": 0})
+    progress: Document = {
+        "rows_imported": record.get("rows_imported", 0),
+        "rows_failed": record.get("rows_failed", 0),
+        "errors": list(record.get("errors", [])),
+    }
+    async for chunk in files.chunks(path, checkpoint["rows_done"], chunk_rows):
+        await import_chunk(chunk, progress)
+        checkpoint["rows_done"] += len(chunk)
+        await job.checkpoint(checkpoint, progress)
+
+
 class CsvImportService:
     """Streams an uploaded CSV into list events chunk by chunk, resumable at the last chunk."""
 
@@ -393,19 +422,13 @@ class CsvImportService:
         if not path.exists():
             raise JobFailed("file_missing", "The uploaded file is no longer there")
         layout = CsvLayout.from_header(await self._files.header(path))
-        if record.get("rows_total") is None:
-            # One quick pass first, so progress has a denominator.
-            await job.update({"rows_total": await self._files.count_rows(path)})
-        checkpoint: Document = dict(record.get("checkpoint") or {"rows_done": 0})
-        progress: Document = {
-            "rows_imported": record.get("rows_imported", 0),
-            "rows_failed": record.get("rows_failed", 0),
-            "errors": list(record.get("errors", [])),
-        }
-        async for chunk in self._files.chunks(path, checkpoint["rows_done"], self._chunk_rows):
-            await self._import_chunk(record, layout, chunk, progress)
-            checkpoint["rows_done"] += len(chunk)
-            await job.checkpoint(checkpoint, progress)
+        await import_rows(
+            job,
+            self._files,
+            path,
+            self._chunk_rows,
+            lambda chunk, progress: self._import_chunk(record, layout, chunk, progress),
+        )
 
     async def _import_chunk(
         self,

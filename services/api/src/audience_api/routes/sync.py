@@ -1,27 +1,19 @@
 """Lists in and out: Klaviyo integration and import, sync triggers, CSV imports, unloads."""
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import UploadFile
 
-from audience_api.errors import ApiError, InvalidRequest
 from audience_api.routes.deps import ContainerDep, PrincipalDep
 from audience_api.routes.examples import json_example, no_content
 from audience_api.routes.examples import sync as ex
+from audience_api.routes.uploads import receive_csv
 
 router = APIRouter(prefix="/v1", tags=["sync"])
 
-UPLOAD_CHUNK = 1 << 20
-CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
 
 
 class Strict(BaseModel):
@@ -143,11 +135,6 @@ async def sync_run_status(
     return await services.integrations.sync_status(caller, audience_id, project_id, run_id)
 
 
-async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(UPLOAD_CHUNK):
-        yield chunk
-
-
 @router.post(
     "/audiences/{audience_id}/import",
     status_code=202,
@@ -161,24 +148,12 @@ async def import_csv(
     project_id: str | None = None,
 ) -> dict[str, Any]:
     """A CSV as a multipart `file` part or as a `text/csv` body; streamed to disk, never held."""
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
-        # Starlette spools file parts to disk past 1 MB, so memory stays bounded here too.
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise InvalidRequest("file_required", "Send the CSV as a multipart part `file`")
-            named = form.get("project_id")
-            project = project_id or (named if isinstance(named, str) else None)
-            return await services.integrations.start_import(
-                caller, audience_id, project, _upload_chunks(upload)
-            )
-    if content_type.startswith(CSV_TYPES):
-        return await services.integrations.start_import(
-            caller, audience_id, project_id, request.stream()
-        )
-    raise UnsupportedMediaType(
-        "unsupported_media_type", "Send multipart/form-data with a `file` part, or text/csv"
+    return await receive_csv(
+        request,
+        project_id,
+        lambda project, chunks: services.integrations.start_import(
+            caller, audience_id, project, chunks
+        ),
     )
 
 
