@@ -23,6 +23,8 @@ DUPLICATE_KEY = 11000
 # an outage) follows its original by seconds, far fewer changes than this to one audience.
 APPLIED_KEPT = 2000
 COUNT_ROUNDS = 8
+# Ids per `$in` lookup: FerretDB (as we build it) answers up to 1,000 from the _id index.
+ID_LOOKUP_CHUNK = 500
 COUNTS = ("member_count", "entered_total", "exited_total")
 
 
@@ -138,20 +140,21 @@ class MongoProfileStore:
     async def save_identity_links(self, links: Sequence[Document]) -> None:
         if not links:
             return
-        # The first user linked to a key keeps it (as the sync service's own links do); two
-        # processes inserting one key at once leave a duplicate key error that means just that.
-        await bulk_write_chunked(
-            self._links,
-            [
-                UpdateOne(
-                    {"_id": link["_id"]},
-                    {"$setOnInsert": {k: v for k, v in link.items() if k != "_id"}},
-                    upsert=True,
-                )
-                for link in links
-            ],
-            ignore_duplicates=True,
-        )
+        # The first user linked to a key keeps it (as the sync service's own links do). Most
+        # identifies repeat keys already linked: read those by _id and insert only the new ones
+        # (an insert is far cheaper than an upsert on FerretDB); two processes inserting one key
+        # at once leave a duplicate key error that means just that.
+        unique = {link["_id"]: link for link in links}
+        keys = sorted(unique)
+        known: set[str] = set()
+        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
+            cursor = self._links.find(
+                {"_id": {"$in": keys[start : start + ID_LOOKUP_CHUNK]}}, {"_id": 1}
+            )
+            known |= {doc["_id"] async for doc in cursor}
+        fresh = [InsertOne(link) for key, link in unique.items() if key not in known]
+        if fresh:
+            await bulk_write_chunked(self._links, fresh, ignore_duplicates=True)
 
 
 class MongoMembershipStore:
