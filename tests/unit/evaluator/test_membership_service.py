@@ -398,3 +398,31 @@ async def test_refresh_requested__rebuilds_once_even_when_another_process_built_
     world.clock.now = T0 + timedelta(hours=2)
     await world.lifecycle.on_change("aud_p", "refresh_requested", 1, requested)
     assert world.catalog.states["aud_p"]["last_refreshed_at"] == T0 + timedelta(hours=1)
+
+
+async def test_profile_from_before_counter_history__keeps_its_counters(world: World) -> None:
+    await world.audience("aud_big", BIG_PURCHASES)
+    await world.service.apply_user_events(
+        [
+            track("u1", "purchase", at=T0, properties={"amount": 150}, event_id="p1"),
+            track("u1", "purchase", at=T0, properties={"amount": 160}, event_id="p2"),
+        ]
+    )
+    assert world.members("aud_big") == {"u1"}
+    stored = world.profiles.docs[f"{PROJECT}/u1"]
+    del stored["counted"], stored["tracked"]  # as written before counters had a history
+    world.clock.now = T0 + timedelta(minutes=5)
+    await world.service.apply_user_events([track("u1", "app_open")])
+    assert world.members("aud_big") == {"u1"}
+    assert next(iter(stored["counters"].values()))["count"] == 2
+
+
+async def test_huge_event_properties__left_out_of_the_history(world: World) -> None:
+    await world.service.apply_user_events(
+        [track("u1", "purchase", properties={"amount": 150, "blob": "x" * 10_000})]
+    )
+    (entry,) = world.profiles.docs[f"{PROJECT}/u1"]["tracked"]
+    assert entry["p"] is None
+    await world.audience("aud_big", BIG_PURCHASES)
+    counter = next(iter(world.profiles.docs[f"{PROJECT}/u1"]["counters"].values()))
+    assert counter["truncated"] is True

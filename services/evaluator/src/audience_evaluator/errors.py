@@ -3,8 +3,14 @@
 from aiokafka.errors import KafkaError
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
 
-# Outages: pause, back off, retry; never commit the work they interrupted.
+
+class Contention(Exception):
+    """Other writers kept winning the same documents; backing off and retrying resolves it."""
+
+
+# Outages and contention: pause, back off, retry; never commit the work they interrupted.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    Contention,
     ConnectionFailure,
     AutoReconnect,
     NetworkTimeout,

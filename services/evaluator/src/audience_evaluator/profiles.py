@@ -39,6 +39,9 @@ SEEN_IDS_KEPT = 500
 # rebuilt from this history. Bounded to keep profile writes cheap; a user with more events of the
 # counted name than the history holds gets a counter marked `truncated`.
 TRACKED_KEPT = 200
+# Properties (as JSON) larger than this are not kept in the history: 200 of them stay far under
+# a document's size limit. A counter rebuilt past such an event is marked `truncated`.
+PROPERTIES_KEPT = 4096
 
 # Marks that an event was new, so the profile is written even if nothing an audience reads moved.
 NEW_EVENT = "new:event"
@@ -108,7 +111,10 @@ def count_history(profile: Profile, counters: Iterable[CounterSpec], now: dateti
     with a gap in it).
     """
     wanted = {spec.key: spec for spec in counters}
-    counted: list[str] = profile.setdefault("counted", [])
+    if "counted" not in profile:
+        # A profile from before counters were tracked: the counters it has were kept all along.
+        profile["counted"] = list(profile.get("counters", {}))
+    counted: list[str] = profile["counted"]
     slots: dict[str, Any] = profile.setdefault("counters", {})
     changed: set[str] = set()
     for key in [key for key in counted if key not in wanted]:
@@ -122,6 +128,9 @@ def count_history(profile: Profile, counters: Iterable[CounterSpec], now: dateti
         seen_of_event = 0
         for entry in reversed(profile.get("tracked", [])):  # oldest first, like live folding
             if entry["e"] != spec.event:
+                continue
+            if entry["p"] is None:
+                slot["truncated"] = True  # its properties were too large to keep
                 continue
             seen_of_event += 1
             if spec.matches(entry["e"], json.loads(entry["p"]), entry["at"]):
@@ -139,8 +148,11 @@ def count_history(profile: Profile, counters: Iterable[CounterSpec], now: dateti
 
 
 def _remember(profile: Profile, event: EventTracked, at: datetime, now: datetime) -> None:
-    """Keep the event with its properties (as JSON: property names need no key encoding)."""
-    entry = {"e": event.event, "at": at, "p": json.dumps(event.properties, default=str)}
+    """Keep the event with its properties (as JSON: property names need no key encoding); the
+    properties of a very large event are left out, so the history stays small."""
+    properties = json.dumps(event.properties, default=str)
+    kept = properties if len(properties) <= PROPERTIES_KEPT else None
+    entry = {"e": event.event, "at": at, "p": kept}
     tracked = [entry, *profile.get("tracked", [])]
     tracked.sort(key=lambda t: t["at"], reverse=True)
     horizon = now - RETENTION

@@ -9,6 +9,7 @@ from typing import Literal
 
 import structlog
 
+from audience_evaluator.errors import Contention
 from audience_evaluator.identity import identity_links
 from audience_evaluator.ports import (
     AudienceCatalog,
@@ -303,7 +304,7 @@ def _touch(
         )
 
 
-class ConflictingWrites(Exception):
+class ConflictingWrites(Contention):
     """Profiles kept changing under us; the batch is not acknowledged and will be redelivered."""
 
     def __init__(self, profile_ids: list[str]) -> None:

@@ -10,12 +10,19 @@ from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from audience_evaluator.errors import Contention
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group
-from audience_shared.store import BULK_CHUNK, INSERT_CHUNK, apply_one, bulk_write_chunked
+from audience_shared.store import (
+    BULK_CHUNK,
+    CONCURRENT_COMMANDS,
+    INSERT_CHUNK,
+    apply_one,
+    bulk_write_chunked,
+)
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -28,7 +35,7 @@ ID_LOOKUP_CHUNK = 500
 COUNTS = ("member_count", "entered_total", "exited_total")
 
 
-class CountConflict(Exception):
+class CountConflict(Contention):
     """Counters kept changing under us; the batch fails and its outboxes are replayed."""
 
     def __init__(self, audience_ids: list[str]) -> None:
@@ -214,9 +221,10 @@ class MongoMembershipStore:
                 {"applied": 1, "count_version": 1, **dict.fromkeys(COUNTS, 1)},
             )
             stored = {doc["_id"]: doc async for doc in cursor}
+            gate = asyncio.Semaphore(CONCURRENT_COMMANDS)
             outcomes = await asyncio.gather(
                 *(
-                    self._count_once(audience_id, items, stored.get(audience_id))
+                    self._count_gated(gate, audience_id, items, stored.get(audience_id))
                     for audience_id, items in pending.items()
                 )
             )
@@ -226,6 +234,16 @@ class MongoMembershipStore:
                 if not counted
             }
         raise CountConflict(sorted(pending))
+
+    async def _count_gated(
+        self,
+        gate: asyncio.Semaphore,
+        audience_id: str,
+        items: Sequence[MembershipChanged],
+        doc: Document | None,
+    ) -> bool:
+        async with gate:
+            return await self._count_once(audience_id, items, doc)
 
     async def _count_once(
         self, audience_id: str, items: Sequence[MembershipChanged], doc: Document | None
