@@ -78,3 +78,9 @@ async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[dict[st
         pytest.fail(f"the store at {mongo_url} does not answer: {exc!r}", pytrace=False)
     yield client
     await client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop the session's broker or store run last, so no other test shares the
+    recovery they cause."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

@@ -58,6 +58,7 @@ async def test_keys_scopes_tenancy_cursors_bodies__refused__nothing_leaks(
     assert result.passed, result.as_json()
 
 
+@pytest.mark.disruptive
 async def test_broker_stopped__ingestion_answers_503__nothing_accepted_is_lost(
     harness: Harness,
 ) -> None:
