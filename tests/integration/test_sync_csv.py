@@ -131,6 +131,8 @@ IMPORT_ROWS = int(os.environ.get("AUDIENCES_TEST_IMPORT_ROWS", "2000"))
 FOLDED_ROWS_MAX = 10_000
 
 
+# The suite's 300 s per test, plus time for the rows (the soak's million take tens of minutes).
+@pytest.mark.timeout(300 + IMPORT_ROWS // 500)
 async def test_import__many_rows__streams_within_bounded_memory(
     project_client: httpx.AsyncClient, stack: Stack, tmp_path: Path
 ) -> None:
