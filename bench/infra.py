@@ -14,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def fresh_infrastructure(name: str, kafka_port: int, store_port: int) -> Iterator[dict[str, str]]:
     """Start a broker and a store with empty data; yield the env the services need."""
     local = ROOT / ".local" / f"bench-{name}"
-    shutil.rmtree(local, ignore_errors=True)
     env = {
         **os.environ,
         "AUDIENCES_LOCAL_DIR": str(local),
@@ -25,6 +24,10 @@ def fresh_infrastructure(name: str, kafka_port: int, store_port: int) -> Iterato
     }
     env.pop("AUDIENCES_MONGO_URL", None)
     scripts = ROOT / "deploy" / "local"
+    # A run that was interrupted leaves its broker and store up: stop them before wiping their data.
+    for script in ("store.sh", "kafka.sh"):
+        subprocess.run([str(scripts / script), "stop"], env=env, check=False)
+    shutil.rmtree(local, ignore_errors=True)
     try:
         for script in ("kafka.sh", "store.sh"):
             subprocess.run([str(scripts / script), "start"], env=env, check=True)

@@ -57,9 +57,13 @@ start() {
       start_daemon store mongod --bind_ip 127.0.0.1 --port "$STORE_PORT" --dbpath "$DATA_DIR" --quiet ;;
     ferretdb)
       install_ferretdb
-      start_daemon store "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA_DIR/" \
+      # WAL with synchronous=NORMAL: a commit survives a crash of any process (not a power cut
+      # of the machine), like MongoDB's default write concern; every commit no longer waits on
+      # an fsync, which halves the cost of an update.
+      start_daemon store "$FERRETDB_BIN" --handler=sqlite \
+        --sqlite-url="file:$DATA_DIR/?_pragma=synchronous(normal)" \
         --listen-addr="127.0.0.1:$STORE_PORT" --telemetry=disable --log-level=warn \
-        --debug-addr=- --state-dir="$LOCAL/store" ;;
+        --debug-addr="${AUDIENCES_STORE_DEBUG_ADDR:--}" --state-dir="$LOCAL/store" ;;
   esac
   wait_port store "$STORE_PORT" 60
   log "store ($(backend)) listening on 127.0.0.1:$STORE_PORT"

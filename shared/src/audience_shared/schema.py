@@ -50,6 +50,9 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "dataset_imports": [[("status", A), ("created_at", A)], [("dataset_id", A), ("created_at", A)]],
     "list_members": [[("audience_id", A), ("member", A), ("last_seen_run", A)]],
     "identity_links": [],
+    # `_id = f"{profile_id}|{version}"`: the outbox that profile version was written with went
+    # out (the evaluator clears delivered outboxes lazily, and must not deliver one twice).
+    "delivered_outboxes": [],
     # `_id = f"{kind}|{record_id}|{attempt}"`: inserting it claims a sync/import/export attempt.
     "job_claims": [],
     "sync_states": [],

@@ -4,7 +4,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from prometheus_client import Histogram
+from pymongo import AsyncMongoClient, DeleteOne, InsertOne, ReplaceOne, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -30,6 +31,41 @@ def chunk_size(ops: Sequence[Any]) -> int:
     return INSERT_CHUNK if all(isinstance(op, InsertOne) for op in ops) else BULK_CHUNK
 
 
+STORE_COMMAND_SECONDS = Histogram(
+    "audiences_store_command_seconds",
+    "Store commands by name and collection: where the store's time goes",
+    ["command", "collection"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class CommandTimer(monitoring.CommandListener):
+    """Times every store command into STORE_COMMAND_SECONDS."""
+
+    def __init__(self) -> None:
+        # request id → collection: the reply events do not carry the command.
+        self._collections: dict[int, str] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = "collection" if event.command_name == "getMore" else event.command_name
+        target = event.command.get(name)
+        self._collections[event.request_id] = target if isinstance(target, str) else ""
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._observe(event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._observe(event)
+
+    def _observe(
+        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent
+    ) -> None:
+        collection = self._collections.pop(event.request_id, "")
+        STORE_COMMAND_SECONDS.labels(event.command_name, collection).observe(
+            event.duration_micros / 1e6
+        )
+
+
 def connect_store(url: str) -> AsyncMongoClient[Document]:
     """An async client with aware UTC datetimes and short timeouts, so outages surface fast."""
     return AsyncMongoClient(
@@ -38,6 +74,7 @@ def connect_store(url: str) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         appname="audiences",
+        event_listeners=[CommandTimer()],
     )
 
 
@@ -47,6 +84,11 @@ async def ping(client: AsyncMongoClient[Document]) -> bool:
     except Exception:
         return False
     return True
+
+
+async def is_ferretdb(db: AsyncDatabase[Document]) -> bool:
+    info = await db.client.admin.command("buildInfo")
+    return "ferretdbVersion" in info
 
 
 async def ensure_schema(
@@ -61,6 +103,9 @@ async def ensure_schema(
     """
     existing = set(await db.list_collection_names())
     unique = unique or {}
+    # FerretDB 1.24 (SQLite) answers every query but an _id lookup by reading the collection, so
+    # a non-unique index there only costs each write (docs/operations.md, "FerretDB").
+    wanted_indexes = {} if await is_ferretdb(db) else indexes
     for name in sorted(set(indexes) | set(unique)):
         if name not in existing:
             await db.create_collection(name)
@@ -68,7 +113,7 @@ async def ensure_schema(
             tuple((key, int(direction)) for key, direction in info["key"])
             for info in (await db[name].index_information()).values()
         }
-        for keys, is_unique in [(k, False) for k in indexes.get(name, ())] + [
+        for keys, is_unique in [(k, False) for k in wanted_indexes.get(name, ())] + [
             (k, True) for k in unique.get(name, ())
         ]:
             if tuple(keys) not in have:

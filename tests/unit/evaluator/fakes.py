@@ -1,7 +1,7 @@
 """In-memory fakes of the evaluator's ports, for fast unit tests of the use cases."""
 
 import copy
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ class FakeProfileStore:
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.links: dict[str, Document] = {}
+        self.markers: set[tuple[str, int]] = set()
         self.fail_next_commit: Exception | None = None
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
@@ -34,42 +35,48 @@ class FakeProfileStore:
                 self.docs[profile["_id"]] = copy.deepcopy(profile)
         return conflicts
 
-    async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None:
-        for pid, version in committed:
+    async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
+        for pid, version, due_at in delivered:
             if self.docs[pid]["version"] == version:
                 self.docs[pid]["outbox"] = []
+                self.docs[pid]["due_at"] = due_at
 
-    async def profile_ids_with_outbox(self, limit: int) -> list[str]:
-        return [pid for pid, doc in self.docs.items() if doc.get("outbox")][:limit]
+    async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
+        self.markers |= set(outboxes)
 
-    async def due_profile_ids(self, now: datetime, limit: int) -> list[str]:
+    async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        return self.markers & set(outboxes)
+
+    async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None:
+        self.markers -= set(outboxes)
+
+    async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         return [
             pid for pid, doc in self.docs.items() if doc.get("due_at") and doc["due_at"] <= now
         ][:limit]
 
-    async def profile_ids_matching(
+    async def matching_profile_ids(
         self,
         project_id: str,
         audience_id: str,
         rule: Group | None,
         now: datetime,
-        after: str | None,
-        limit: int,
+        chunk: int,
         counted_events: Sequence[str] = (),
-    ) -> list[str]:
+    ) -> AsyncIterator[list[str]]:
         predicate = compile_predicate(rule) if rule is not None else None
-        ids = sorted(
+        ids = [
             pid
             for pid, doc in self.docs.items()
             if doc["project_id"] == project_id
-            and (after is None or pid > after)
             and (
                 (predicate.evaluate(doc, now).matched if predicate else False)
                 or audience_id in doc.get("lists", [])
                 or any(encode_key(name) in doc.get("events", {}) for name in counted_events)
             )
-        )
-        return ids[:limit]
+        ]
+        for start in range(0, len(ids), chunk):
+            yield ids[start : start + chunk]
 
     async def count_profiles(self, project_id: str) -> int:
         return sum(1 for doc in self.docs.values() if doc["project_id"] == project_id)

@@ -6,7 +6,13 @@ from typing import Any
 import pytest
 
 from audience_evaluator.registry import AudienceRegistry
-from audience_evaluator.services import AudienceLifecycleService, MembershipService, SweepService
+from audience_evaluator.services import (
+    OUTBOX_CLEAR_DELAY,
+    OUTBOX_GRACE,
+    AudienceLifecycleService,
+    MembershipService,
+    SweepService,
+)
 from audience_shared.events import (
     EventTracked,
     ListMembershipChanged,
@@ -31,6 +37,9 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 class World:
@@ -219,7 +228,45 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     assert world.members("aud_p") == {"u1"}
     assert world.memberships.counts["aud_p"] == 1  # the replay did not count twice
+    # Delivered, the outbox is cleared in the background once OUTBOX_CLEAR_DELAY has passed.
+    assert await world.service.clear_delivered() == 0
+    world.clock.advance(OUTBOX_CLEAR_DELAY)
+    assert await world.service.clear_delivered() == 1
     assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
+    assert world.profiles.docs[f"{PROJECT}/u1"]["due_at"] is None
+
+
+async def test_delivered_outbox__another_process_drops_it_without_replaying(
+    world: World,
+) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    other = MembershipService(
+        world.profiles, world.memberships, world.publisher, world.registry, world.clock
+    )
+    world.clock.advance(OUTBOX_GRACE)
+    await SweepService(world.profiles, other, world.clock).sweep_once()
+    assert [c.type for c in world.publisher.published] == ["membership.entered"]
+    assert world.memberships.counts["aud_p"] == 1
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["outbox"] == []
+    assert profile["due_at"] is None
+    await other.clear_delivered()
+    assert world.profiles.markers == set()
+
+
+async def test_delivered_outbox__next_write_drops_it_without_replaying(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["outbox"]  # delivered, not cleared yet
+    assert profile["due_at"] == T0 + OUTBOX_GRACE  # the sweeper's safety net
+    await world.service.apply_user_events([identify("u1", plan="premium", age=3)])
+    assert [c.type for c in world.publisher.published] == ["membership.entered"]
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["outbox"] == []
+    assert profile["due_at"] is None
+    assert await world.sweeper.sweep_once() == 0
 
 
 def list_event(
@@ -318,6 +365,9 @@ async def test_sweeper__stranded_outbox__delivered_without_new_events(world: Wor
     with pytest.raises(ConnectionError):
         await world.service.apply_user_events([identify("u9", plan="premium")])
     world.publisher.publish = FakePublisher.publish.__get__(world.publisher)  # type: ignore[method-assign]
+    await world.sweeper.sweep_once()
+    assert world.publisher.published == []  # its own process may still be delivering it
+    world.clock.advance(OUTBOX_GRACE)
     await world.sweeper.sweep_once()
     assert [c.user_id for c in world.publisher.published] == ["u9"]
     assert world.memberships.counts["aud_p"] == 1

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import structlog
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
@@ -53,6 +54,11 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Delivered outboxes left in profiles would be replayed by whoever touches them next.
+        try:
+            await container.memberships.clear_delivered(older_than=timedelta(0))
+        except Exception as exc:
+            log.warning("outboxes.not_cleared", error=repr(exc))
 
     return AsgiFastStream(
         container.broker,

@@ -1,6 +1,6 @@
 """The evaluator's ports: what the membership use cases need from the store and the broker."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -17,25 +17,36 @@ class ProfileStore(Protocol):
         """Write each profile if its stored version is still the expected one; return conflicts."""
         ...
 
-    async def clear_outboxes(self, committed: Sequence[tuple[str, int]]) -> None: ...
-
-    async def due_profile_ids(self, now: datetime, limit: int) -> list[str]: ...
-
-    async def profile_ids_with_outbox(self, limit: int) -> list[str]:
-        """Profiles whose committed membership changes were not all delivered (a crash)."""
+    async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
+        """Empty each delivered outbox and set the profile's own due time, if its stored version
+        is still the one written with that outbox."""
         ...
 
-    async def profile_ids_matching(
+    async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
+        """Record that the outbox each (profile id, version) was written with went out."""
+        ...
+
+    async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these outboxes went out already."""
+        ...
+
+    async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None: ...
+
+    async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
+        """Profiles whose `due_at` has come: a time-driven answer, or an outbox not cleared."""
+        ...
+
+    def matching_profile_ids(
         self,
         project_id: str,
         audience_id: str,
         rule: Group | None,
         now: datetime,
-        after: str | None,
-        limit: int,
+        chunk: int,
         counted_events: Sequence[str] = (),
-    ) -> list[str]:
-        """Profiles the rule matches now, by the store's own query engine, in _id order."""
+    ) -> AsyncIterator[list[str]]:
+        """Profiles the rule matches now, by the store's own query engine, in chunks of one
+        query's results."""
         ...
 
     async def count_profiles(self, project_id: str) -> int: ...

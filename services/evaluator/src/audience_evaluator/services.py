@@ -2,7 +2,7 @@
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -42,6 +42,14 @@ BUILD_LEASE = timedelta(seconds=60)
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
 
+# A delivered outbox stays in its profile this long before a background write clears it: the
+# profile's next write usually comes first and drops it for free (an update costs ten inserts on
+# FerretDB, and the hot path then has one write per profile, not two).
+OUTBOX_CLEAR_DELAY = timedelta(seconds=15)
+# A profile written with an outbox is due for the sweeper this long after: by then its own process
+# has delivered and cleared it, so the sweeper only replays outboxes a crash stranded.
+OUTBOX_GRACE = timedelta(seconds=60)
+
 
 @dataclass(frozen=True)
 class Work:
@@ -72,6 +80,12 @@ class MembershipService:
         # read-modify-write profiles, and would otherwise only lose rounds to each other's
         # version guards. Builds take it per chunk, so live events interleave with a backfill.
         self._lock = asyncio.Lock()
+        # Outboxes this process delivered but has not cleared yet: profile id → (version written,
+        # the profile's due time without its outbox, when delivered). The store keeps a marker of
+        # each too, so another process (or this one, restarted) does not deliver them again.
+        self._delivered: dict[str, tuple[int, datetime | None, datetime]] = {}
+        # Markers of delivered outboxes that a later write of their profile dropped.
+        self._spent_markers: set[tuple[str, int]] = set()
 
     async def apply_user_events(self, events: Sequence[UserEventBase]) -> int:
         """Fold a batch of events in; returns how many membership changes it caused."""
@@ -104,7 +118,8 @@ class MembershipService:
     ) -> int:
         pending = dict(work)
         changes: list[MembershipChanged] = []
-        committed: list[tuple[str, int]] = []
+        committed: list[tuple[str, int, datetime | None]] = []
+        now = self._clock()
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
@@ -118,6 +133,7 @@ class MembershipService:
             }
             wanted = set(pending).union(*links.values())
             stored = await self._profiles.load_profiles(sorted(wanted))
+            delivered = await self._delivered_outboxes(stored.values())
             expected: dict[str, int] = {}
             outboxes: dict[str, list[MembershipChanged]] = defaultdict(list)
             redirected: dict[str, Work] = {}
@@ -139,7 +155,7 @@ class MembershipService:
                     stored[linked] for linked in sorted(links.get(pid, ())) if linked in stored
                 ]
                 for touched in (profile, *sources):
-                    _touch(touched, expected, outboxes)
+                    self._touch(touched, expected, outboxes, delivered)
                 decided = self._apply(profile, item, reason, archived, sources)
                 if decided is not None:
                     outboxes[pid].extend(decided)
@@ -151,8 +167,15 @@ class MembershipService:
                 # "_dirty" marks an in-memory change; it never reaches the store.
                 if not profile.pop("_dirty", False) and not outboxes[pid]:
                     continue
+                # Writing the profile drops a delivered outbox (only undelivered ones are in
+                # `outboxes`), and makes a new one due for the sweeper in case this process dies.
                 profile["outbox"] = [c.model_dump(mode="python") for c in outboxes[pid]]
                 profile["version"] = version + 1
+                due_at = _due_at(profile)
+                if outboxes[pid]:
+                    grace_at = now + OUTBOX_GRACE
+                    due_at = grace_at if due_at is None else min(due_at, grace_at)
+                profile["due_at"] = due_at
                 writes.append((profile, version))
             conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
@@ -165,10 +188,15 @@ class MembershipService:
                     for link in identity_links(stored[pid], item.events)
                 ]
             )
-            for profile, _version in writes:
-                if profile["_id"] not in conflicts and outboxes[profile["_id"]]:
+            for profile, read_version in writes:
+                if profile["_id"] in conflicts:
+                    continue
+                if (profile["_id"], read_version) in delivered:
+                    self._spent_markers.add((profile["_id"], read_version))
+                self._delivered.pop(profile["_id"], None)
+                if outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])
-                    committed.append((profile["_id"], profile["version"]))
+                    committed.append((profile["_id"], profile["version"], _due_at(profile)))
             # A conflict on a merge source retries the whole user, so the merge stays atomic.
             retry = {
                 pid for pid in pending if pid in conflicts or links.get(pid, set()) & conflicts
@@ -181,8 +209,67 @@ class MembershipService:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
         await self._deliver(changes)
-        await self._profiles.clear_outboxes(committed)
+        await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
+        delivered_at = self._clock()
+        for pid, version, due_at in committed:
+            self._delivered[pid] = (version, due_at, delivered_at)
         return len(changes)
+
+    async def _delivered_outboxes(self, profiles: Iterable[Profile]) -> set[tuple[str, int]]:
+        """(profile id, version) of each read profile whose outbox was delivered already."""
+        known: set[tuple[str, int]] = set()
+        ask: list[tuple[str, int]] = []
+        for profile in profiles:
+            if not profile.get("outbox"):
+                continue
+            key = (profile["_id"], profile.get("version", 0))
+            mine = self._delivered.get(profile["_id"])
+            if mine is not None and mine[0] == key[1]:
+                known.add(key)
+            else:
+                ask.append(key)  # a crash left it, or another process delivered it
+        if ask:
+            known |= await self._profiles.delivered_markers(ask)
+        return known
+
+    async def clear_delivered(self, older_than: timedelta = OUTBOX_CLEAR_DELAY) -> int:
+        """Clear the outboxes delivered at least `older_than` ago that no write has dropped yet."""
+        async with self._lock:
+            cutoff = self._clock() - older_than
+            ready = [
+                (pid, version, due_at)
+                for pid, (version, due_at, delivered_at) in self._delivered.items()
+                if delivered_at <= cutoff
+            ]
+            # Guarded by version: a profile written since keeps its newer outbox. The markers go
+            # after the outboxes, so a crash in between leaves a marker, never a bare outbox.
+            await self._profiles.clear_outboxes(ready)
+            spent = self._spent_markers | {(pid, version) for pid, version, _ in ready}
+            await self._profiles.drop_markers(sorted(spent))
+            self._spent_markers -= spent
+            for pid, _version, _due_at in ready:
+                self._delivered.pop(pid, None)
+            return len(ready)
+
+    @staticmethod
+    def _touch(
+        profile: Profile,
+        expected: dict[str, int],
+        outboxes: dict[str, list[MembershipChanged]],
+        delivered: set[tuple[str, int]],
+    ) -> None:
+        """Remember the version a profile was read at, and take over its outbox: replayed if it
+        was never delivered (a crash), dropped by this write if it was."""
+        pid = profile["_id"]
+        if pid in expected:
+            return
+        expected[pid] = profile.get("version", 0)
+        if not profile.get("outbox"):
+            return
+        if (pid, expected[pid]) in delivered:
+            profile["_dirty"] = True
+            return
+        outboxes[pid].extend(MembershipChanged.model_validate(e) for e in profile["outbox"])
 
     async def _deliver(self, changes: list[MembershipChanged]) -> None:
         """Memberships, counts, then events: each step idempotent, so a replay is harmless."""
@@ -258,7 +345,6 @@ class MembershipService:
             return None  # a re-evaluation that changed nothing needs no write
         profile["_dirty"] = True
         profile["due"] = due
-        profile["due_at"] = min(due.values()) if due else None
         return decided
 
     def _retire(self, source: Profile) -> list[MembershipChanged]:
@@ -270,7 +356,6 @@ class MembershipService:
         ]
         source["audiences"] = []
         source["due"] = {}
-        source["due_at"] = None
         source["_dirty"] = True
         return exits
 
@@ -293,15 +378,10 @@ class MembershipService:
         )
 
 
-def _touch(
-    profile: Profile, expected: dict[str, int], outboxes: dict[str, list[MembershipChanged]]
-) -> None:
-    """Remember the version a profile was read at, and any outbox a crash left in it."""
-    if profile["_id"] not in expected:
-        expected[profile["_id"]] = profile.get("version", 0)
-        outboxes[profile["_id"]].extend(
-            MembershipChanged.model_validate(e) for e in profile.get("outbox", [])
-        )
+def _due_at(profile: Profile) -> datetime | None:
+    """When the profile's next time-driven change is due (what the sweeper looks for)."""
+    due: dict[str, datetime] = profile.get("due") or {}
+    return min(due.values()) if due else None
 
 
 class ConflictingWrites(Contention):
@@ -442,23 +522,18 @@ class AudienceLifecycleService:
         now = self._clock()
         total = max(await self._profiles.count_profiles(audience.project_id), 1)
         seen: set[str] = set()
-        after: str | None = None
         done = 0
-        while True:
-            ids = await self._profiles.profile_ids_matching(
-                audience.project_id,
-                audience.id,
-                audience.rule,
-                now,
-                after,
-                self._chunk,
-                # Profiles whose counters for this rule are not built yet: the store cannot
-                # tell whether they match until the counters are rebuilt from their history.
-                counted_events=sorted({spec.event for spec in audience.refs.counters.values()}),
-            )
-            if not ids:
-                break
-            after = ids[-1]
+        chunks = self._profiles.matching_profile_ids(
+            audience.project_id,
+            audience.id,
+            audience.rule,
+            now,
+            self._chunk,
+            # Profiles whose counters for this rule are not built yet: the store cannot
+            # tell whether they match until the counters are rebuilt from their history.
+            counted_events=sorted({spec.event for spec in audience.refs.counters.values()}),
+        )
+        async for ids in chunks:
             seen.update(ids)
             await self._service.process(
                 {pid: Work(audiences=frozenset({audience.id})) for pid in ids}, reason="backfill"
@@ -507,15 +582,10 @@ class SweepService:
         self._clock = clock
 
     async def sweep_once(self, limit: int = 1000) -> int:
-        """One pass; the scans run unlocked, only the re-evaluation takes the profile lock."""
-        changes = 0
-        # Undelivered outboxes first: touching a profile replays its outbox.
-        stranded = await self._profiles.profile_ids_with_outbox(limit)
-        if stranded:
-            changes += await self._service.process({pid: Work() for pid in stranded}, "event")
-        ids = await self._profiles.due_profile_ids(self._clock(), limit)
-        if ids:
-            changes += await self._service.process(
-                {pid: Work(due_only=True) for pid in ids}, reason="time"
-            )
-        return changes
+        """One pass; the scan runs unlocked, only the writes take the profile lock."""
+        await self._service.clear_delivered()
+        ids = await self._profiles.profile_ids_to_sweep(self._clock(), limit)
+        if not ids:
+            return 0
+        # Touching a profile also replays an outbox a crash left undelivered.
+        return await self._service.process({pid: Work(due_only=True) for pid in ids}, "time")
