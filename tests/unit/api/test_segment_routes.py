@@ -44,6 +44,9 @@ class FakeKeys:
     async def upsert(self, key: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def forget_cached(self) -> None:
+        pass
+
 
 @dataclass
 class FakePublisher:

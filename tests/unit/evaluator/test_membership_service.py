@@ -168,6 +168,30 @@ async def test_time_passing__active_within_7_days__exits_without_any_event(world
     assert world.publisher.published[-1].reason == "time"
 
 
+async def test_sweeper__due_times_it_wrote__found_between_store_scans(world: World) -> None:
+    await world.audience("aud_a", "Users who did app_open in the last 7 days")
+    sweeper = SweepService(world.profiles, world.service, world.clock, scan_spacing=1e9)
+    await sweeper.sweep_once()  # the first pass scans the store; the next ones will not
+    await world.service.apply_user_events([track("u1", "app_open")])
+    world.clock.now = T0 + timedelta(days=7, seconds=1)
+    await sweeper.sweep_once()
+    assert world.members("aud_a") == set()
+    assert world.publisher.published[-1].reason == "time"
+
+
+async def test_sweeper__due_times_another_process_wrote__found_by_the_store_scan(
+    world: World,
+) -> None:
+    await world.audience("aud_a", "Users who did app_open in the last 7 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    other = MembershipService(
+        world.profiles, world.memberships, world.publisher, world.registry, world.clock
+    )
+    world.clock.now = T0 + timedelta(days=7, seconds=1)
+    await SweepService(world.profiles, other, world.clock).sweep_once()
+    assert world.members("aud_a") == set()
+
+
 async def test_time_passing__did_not_purchase_in_30_days__enters_when_purchase_ages_out(
     world: World,
 ) -> None:

@@ -67,6 +67,10 @@ class KeyRepository(Protocol):
 
     async def upsert(self, key: dict[str, Any]) -> None: ...
 
+    def forget_cached(self) -> None:
+        """Drop remembered lookups (a key was revoked or changed)."""
+        ...
+
 
 class TenancyRepository(Protocol):
     async def insert_project(self, project: dict[str, Any]) -> None: ...

@@ -890,6 +890,7 @@ class TenancyService:
         if not any(doc["_id"] == key_id for doc in docs):
             raise NotFound("key", key_id)
         await self._tenancy.revoke_key(key_id, utcnow())
+        self._keys.forget_cached()
 
     async def _require_project(self, principal: Principal, project_id: str) -> None:
         project = await self._tenancy.project(project_id)

@@ -1,6 +1,7 @@
 """MongoDB repositories of the gateway: audiences, their evaluator state, keys, organizations."""
 
 import re
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -191,14 +192,32 @@ class MongoProfileReader:
 
 
 class MongoKeyRepository:
+    """API keys by hash. Every request authenticates, so a lookup is remembered for
+    KEY_CACHE_TTL_S: a key revoked through this gateway stops at once, through another gateway
+    process within that time."""
+
+    KEY_CACHE_TTL_S = 2.0
+
     def __init__(self, store: MongoStore) -> None:
         self._db = store.db
+        self._cache: dict[str, tuple[float, Document | None]] = {}
 
     async def find_by_hash(self, key_hash: str) -> Document | None:
-        return await self._db.api_keys.find_one({"hash": key_hash})
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        doc = await self._db.api_keys.find_one({"hash": key_hash})
+        if len(self._cache) > 10_000:  # bounded: presented keys are attacker-chosen
+            self._cache.clear()
+        self._cache[key_hash] = (time.monotonic() + self.KEY_CACHE_TTL_S, doc)
+        return doc
 
     async def upsert(self, key: Document) -> None:
         await self._db.api_keys.replace_one({"_id": key["_id"]}, key, upsert=True)
+        self.forget_cached()
+
+    def forget_cached(self) -> None:
+        self._cache.clear()
 
 
 class MongoTenancyRepository:
