@@ -117,6 +117,10 @@ class FakeMembershipStore:
         self.counts[audience_id] = len(self.members.get(audience_id, set()))
         return self.counts[audience_id]
 
+    async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
+        for audience_id in audience_ids:
+            await self.reconcile_count(audience_id)
+
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         self.history.append((audience_id, now, self.counts.get(audience_id, 0)))
 

@@ -541,8 +541,9 @@ class AudienceLifecycleService:
 
     async def reconcile(self) -> None:
         """Exact counts for every live audience, then this hour's size-history point of each."""
-        for audience in list(self._registry.by_id.values()):
-            await self._memberships.reconcile_count(audience.id)
+        audiences = list(self._registry.by_id.values())
+        await self._memberships.reconcile_counts([audience.id for audience in audiences])
+        for audience in audiences:
             await self._memberships.record_history(audience.id, audience.project_id, self._clock())
 
     async def _backfill(self, audience: ActiveAudience) -> None:
