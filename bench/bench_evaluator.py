@@ -7,6 +7,7 @@ topic, and plain unordered bulk upserts of profile documents into the same store
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -270,24 +272,34 @@ async def build_audiences(env: dict[str, str], url: str, count: int) -> None:
         evaluator.wait(timeout=30)
 
 
-async def sustained(bootstrap: str, total: int) -> float:
-    """Events/s from the first committed progress to zero lag."""
+@contextlib.asynccontextmanager
+async def lag_probe(bootstrap: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """Yields a function that reads the evaluator group's total lag on the user-events topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
-    (described,) = await admin.describe_topics([Topic.USER_EVENTS])
-    partitions = [
-        TopicPartition(Topic.USER_EVENTS, p["partition"]) for p in described["partitions"]
-    ]
-    assert partitions, f"no partitions for {Topic.USER_EVENTS}: {described}"
-    first_progress: tuple[float, int] | None = None
     try:
+        (described,) = await admin.describe_topics([Topic.USER_EVENTS])
+        partitions = [
+            TopicPartition(Topic.USER_EVENTS, p["partition"]) for p in described["partitions"]
+        ]
+        assert partitions, f"no partitions for {Topic.USER_EVENTS}: {described}"
+        yield lambda: group_lag(admin, consumer, partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def sustained(bootstrap: str, total: int) -> float:
+    """Events/s from the first committed progress to zero lag."""
+    first_progress: tuple[float, int] | None = None
+    async with lag_probe(bootstrap) as group_lag_now:
         with progress() as bar:
             task = bar.add_task("evaluator consuming", total=total)
             while True:
                 try:
-                    lag = await group_lag(admin, consumer, partitions)
+                    lag = await group_lag_now()
                 except KafkaError:  # the group's coordinator is not elected yet: ask again
                     await asyncio.sleep(0.5)
                     continue
@@ -299,30 +311,14 @@ async def sustained(bootstrap: str, total: int) -> float:
                 if lag <= 0 and first_progress is not None:
                     return (total - first_progress[1]) / max(now - first_progress[0], 1e-6)
                 await asyncio.sleep(0.25)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def drained(bootstrap: str, timeout_s: float = 900) -> None:
     """Wait until the evaluator's group has no lag left."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    (described,) = await admin.describe_topics([Topic.USER_EVENTS])
-    partitions = [
-        TopicPartition(Topic.USER_EVENTS, p["partition"]) for p in described["partitions"]
-    ]
     deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if await group_lag(admin, consumer, partitions) <= 0:
-                return
+    async with lag_probe(bootstrap) as group_lag_now:
+        while time.monotonic() < deadline and await group_lag_now() > 0:
             await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def latency(
