@@ -237,7 +237,7 @@ def start_evaluator(env: dict[str, str], log_path: Path) -> subprocess.Popen[byt
         [sys.executable, "-m", "audience_evaluator.main"],
         env={
             **env,
-            "AUDIENCES_PORT": "39001",
+            "AUDIENCES_PORT": "18001",
             "AUDIENCES_CONSUMER_GROUP": GROUP,
             "AUDIENCES_MONGO_DATABASE": "bench",
             "AUDIENCES_LOG_LEVEL": "WARNING",
@@ -392,7 +392,7 @@ async def latency(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with fresh_infrastructure("evaluator", 39092, 47027) as env:
+    with fresh_infrastructure("evaluator", 19192, 17127) as env:
         bootstrap, url = env["AUDIENCES_KAFKA_BOOTSTRAP"], env["AUDIENCES_MONGO_URL"]
         for _ in range(60):  # the broker accepts connections a moment after it listens
             try:

@@ -313,8 +313,8 @@ def main() -> None:
     parser.add_argument(
         "--request-ids", action="store_true", help="send a request_id (one stored write each)"
     )
-    parser.add_argument("--kafka-port", type=int, default=39292)
-    parser.add_argument("--store-port", type=int, default=47227)
+    parser.add_argument("--kafka-port", type=int, default=19292)
+    parser.add_argument("--store-port", type=int, default=17227)
     args = parser.parse_args()
     result = asyncio.run(run(args))
     table = Table(title="Resolve benchmark")

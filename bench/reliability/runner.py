@@ -55,7 +55,7 @@ def service_env(env: dict[str, str]) -> dict[str, str]:
 
 async def run(chosen: list[int], sizes: Sizes) -> list[ScenarioResult]:
     results: list[ScenarioResult] = []
-    with fresh_infrastructure("reliability", 39692, 47627) as env:
+    with fresh_infrastructure("reliability", 19692, 17627) as env:
         for _ in range(90):  # the broker accepts connections a moment after it listens
             try:
                 await ensure_topics(env["AUDIENCES_KAFKA_BOOTSTRAP"])
