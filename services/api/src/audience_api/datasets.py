@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from audience_api.errors import InvalidRequest, NotFound
-from audience_api.integrations import CommandPublisher, Files
-from audience_api.services import Principal, new_id, utcnow
+from audience_api.integrations import CommandPublisher, Files, queued_import
+from audience_api.services import Principal, new_id
 from audience_shared import rules
 from audience_shared.commands import DatasetImportRequested
 from audience_shared.datasets import (
@@ -111,27 +111,18 @@ class DatasetService:
             await self._files.discard_upload(upload)
             raise
         await self._records.add_fields(project_id, name, fields)
-        now = utcnow()
         await self._records.insert_import(
-            {
-                "_id": import_id,
-                "kind": "dataset_import",
-                "project_id": project_id,
-                "dataset": name,
-                "dataset_id": f"{project_id}|{name}",
-                "key": key,
-                "fields": fields,
-                "file": upload,
-                "bytes": size,
-                "status": "queued",
-                "attempts": 0,
-                "rows_total": None,
-                "rows_imported": 0,
-                "rows_failed": 0,
-                "errors": [],
-                "created_at": now,
-                "updated_at": now,
-            }
+            queued_import(
+                import_id,
+                "dataset_import",
+                upload,
+                size,
+                project_id=project_id,
+                dataset=name,
+                dataset_id=f"{project_id}|{name}",
+                key=key,
+                fields=fields,
+            )
         )
         try:
             await self._commands.publish_command(

@@ -89,6 +89,26 @@ def _run_record(audience: Document, run_id: str, mode: str, trigger: str) -> Doc
     return new_sync_run(run_id, audience, mode, trigger, utcnow())
 
 
+def queued_import(import_id: str, kind: str, file: str, size: int, **fields: Any) -> Document:
+    """A CSV import as the gateway records it: queued, with nothing counted yet."""
+    now = utcnow()
+    return {
+        "_id": import_id,
+        "kind": kind,
+        **fields,
+        "file": file,
+        "bytes": size,
+        "status": "queued",
+        "attempts": 0,
+        "rows_total": None,
+        "rows_imported": 0,
+        "rows_failed": 0,
+        "errors": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def parse_columns(columns: Sequence[str] | str | None) -> list[str] | None:
     """The unload column projection: a list, or seed 001's comma-separated clause."""
     if columns is None:
@@ -304,25 +324,16 @@ class IntegrationService:
                 "The first row must be a header naming at least one of "
                 + ", ".join(IMPORT_IDENTIFIERS),
             )
-        now = utcnow()
         await self._records.insert(
             "imports",
-            {
-                "_id": import_id,
-                "kind": "import",
-                "project_id": audience["project_id"],
-                "audience_id": audience_id,
-                "file": name,
-                "bytes": size,
-                "status": "queued",
-                "attempts": 0,
-                "rows_total": None,
-                "rows_imported": 0,
-                "rows_failed": 0,
-                "errors": [],
-                "created_at": now,
-                "updated_at": now,
-            },
+            queued_import(
+                import_id,
+                "import",
+                name,
+                size,
+                project_id=audience["project_id"],
+                audience_id=audience_id,
+            ),
         )
         await self._commands.publish_command(
             ImportRequested(

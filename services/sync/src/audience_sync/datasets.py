@@ -12,15 +12,14 @@ from audience_shared.datasets import DATASET_TRAIT, KEY_COLUMNS, field_name
 from audience_shared.events import TraitsIdentified, UserEventBase
 from audience_sync.errors import JobFailed
 from audience_sync.metrics import ROWS_FAILED, ROWS_IMPORTED
-from audience_sync.ports import CsvSource, Document, JobHandle, UserEventPublisher
+from audience_sync.ports import Document, JobHandle
 from audience_sync.services import (
     _EMAIL,
     MAX_ID_LENGTH,
     MAX_REPORTED_ERRORS,
+    CsvFileImport,
     Identity,
-    IdentityResolver,
     deterministic_id,
-    import_rows,
     traits_digest,
 )
 
@@ -89,7 +88,7 @@ class DatasetLayout:
         return identity, {name: dataset_value(values[index]) for index, name in self.fields}
 
 
-class DatasetImportService:
+class DatasetImportService(CsvFileImport):
     """Streams an uploaded dataset CSV into identify events chunk by chunk, resumable.
 
     Rows keyed by user_id name that user; rows keyed by external_id or email are matched to
@@ -98,30 +97,10 @@ class DatasetImportService:
     create them from an email.
     """
 
-    def __init__(
-        self,
-        files: CsvSource,
-        identities: IdentityResolver,
-        events: UserEventPublisher,
-        chunk_rows: int,
-    ) -> None:
-        self._files = files
-        self._identities = identities
-        self._events = events
-        self._chunk_rows = chunk_rows
-
     async def run(self, job: JobHandle) -> None:
-        record = job.record
-        path = self._files.path(record["file"])
-        if not path.exists():
-            raise JobFailed("file_missing", "The uploaded file is no longer there")
-        layout = DatasetLayout.from_header(await self._files.header(path), record["key"])
-        await import_rows(
-            job,
-            self._files,
-            path,
-            self._chunk_rows,
-            lambda chunk, progress: self._import_chunk(record, layout, chunk, progress),
+        key = job.record["key"]
+        await self._import_file(
+            job, lambda header: DatasetLayout.from_header(header, key), self._import_chunk
         )
 
     async def _import_chunk(

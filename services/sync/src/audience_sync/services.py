@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from audience_shared.events import ListMembershipChanged, TraitsIdentified, UserEventBase
 from audience_shared.identity import identity_keys, normalize_phone
@@ -401,8 +401,12 @@ async def import_rows(
         await job.checkpoint(checkpoint, progress)
 
 
-class CsvImportService:
-    """Streams an uploaded CSV into list events chunk by chunk, resumable at the last chunk."""
+Layout = TypeVar("Layout")
+
+
+class CsvFileImport:
+    """What every CSV import shares: the uploaded file, its header read into a layout, and its
+    rows streamed chunk by chunk, resumable at the last chunk."""
 
     def __init__(
         self,
@@ -416,19 +420,33 @@ class CsvImportService:
         self._events = events
         self._chunk_rows = chunk_rows
 
-    async def run(self, job: JobHandle) -> None:
+    async def _import_file(
+        self,
+        job: JobHandle,
+        layout_of: Callable[[list[str] | None], Layout],
+        import_chunk: Callable[
+            [Document, Layout, list[tuple[int, list[str]]], Document], Awaitable[None]
+        ],
+    ) -> None:
         record = job.record
         path = self._files.path(record["file"])
         if not path.exists():
             raise JobFailed("file_missing", "The uploaded file is no longer there")
-        layout = CsvLayout.from_header(await self._files.header(path))
+        layout = layout_of(await self._files.header(path))
         await import_rows(
             job,
             self._files,
             path,
             self._chunk_rows,
-            lambda chunk, progress: self._import_chunk(record, layout, chunk, progress),
+            lambda chunk, progress: import_chunk(record, layout, chunk, progress),
         )
+
+
+class CsvImportService(CsvFileImport):
+    """Streams an uploaded CSV into list events (a static audience's members)."""
+
+    async def run(self, job: JobHandle) -> None:
+        await self._import_file(job, CsvLayout.from_header, self._import_chunk)
 
     async def _import_chunk(
         self,
