@@ -5,7 +5,8 @@ import secrets
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
+from pymongo.errors import WriteError
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +40,13 @@ async def test_concurrent_increments__none_lost(mongo_url: str) -> None:
             await client.close()
 
 
-async def test_version_guarded_writes__exactly_one_winner_per_version(mongo_url: str) -> None:
-    """Two writers racing on the same version: one matches, the other sees a conflict."""
+@pytest.mark.parametrize("write", ["operators", "replacement"])
+async def test_version_guarded_writes__exactly_one_winner_per_version(
+    mongo_url: str, write: str
+) -> None:
+    """Writers racing on the same version: one matches, the others see a conflict (both for
+    update operators and for a whole replacing document, which FerretDB as we build it writes
+    in one guarded statement)."""
     name = f"store_semantics_{secrets.token_hex(4)}"
     clients: list[AsyncMongoClient[dict[str, Any]]] = [
         AsyncMongoClient(mongo_url) for _ in range(CLIENTS)
@@ -54,15 +60,15 @@ async def test_version_guarded_writes__exactly_one_winner_per_version(mongo_url:
                 current = await client[name].profiles.find_one({"_id": "p"})
                 assert current is not None
                 version = current["version"]
-                result = await client[name].profiles.bulk_write(
-                    [
-                        UpdateOne(
-                            {"_id": "p", "version": version},
-                            {"$set": {"version": version + 1}, "$push": {"wins": who}},
-                        )
-                    ],
-                    ordered=False,
+                guard = {"_id": "p", "version": version}
+                op: UpdateOne | ReplaceOne[dict[str, Any]] = (
+                    UpdateOne(guard, {"$set": {"version": version + 1}, "$push": {"wins": who}})
+                    if write == "operators"
+                    else ReplaceOne(
+                        guard, {**current, "version": version + 1, "wins": [*current["wins"], who]}
+                    )
                 )
+                result = await client[name].profiles.bulk_write([op], ordered=False)
                 if result.matched_count:
                     wins.append(version)
 
@@ -76,3 +82,31 @@ async def test_version_guarded_writes__exactly_one_winner_per_version(mongo_url:
         await clients[0].drop_database(name)
         for client in clients:
             await client.close()
+
+
+async def test_guarded_replace__matches_only_the_current_version_and_keeps_the_id(
+    mongo_url: str,
+) -> None:
+    name = f"store_semantics_{secrets.token_hex(4)}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    profiles = client[name].profiles
+    try:
+        await profiles.insert_many(
+            [{"_id": "p", "version": 2, "a": 1}, {"_id": "q", "version": "v2", "a": 1}]
+        )
+        stale = await profiles.replace_one({"_id": "p", "version": 1}, {"version": 9})
+        current = await profiles.replace_one({"_id": "p", "version": 2}, {"version": 3, "b": 2})
+        by_text = await profiles.replace_one({"_id": "q", "version": "v2"}, {"version": "v3"})
+        wrong_type = await profiles.replace_one({"_id": "q", "version": 3}, {"version": "x"})
+        missing = await profiles.replace_one({"_id": "nobody", "version": 2}, {"version": 3})
+        assert (stale.matched_count, current.matched_count) == (0, 1)
+        assert (by_text.matched_count, wrong_type.matched_count, missing.matched_count) == (1, 0, 0)
+        assert await profiles.find_one({"_id": "p"}) == {"_id": "p", "version": 3, "b": 2}
+        assert await profiles.find_one({"_id": "q"}) == {"_id": "q", "version": "v3"}
+        assert await profiles.count_documents({}) == 2
+        with pytest.raises(WriteError):
+            await profiles.replace_one({"_id": "p", "version": 3}, {"_id": "other", "version": 4})
+        assert await profiles.find_one({"_id": "p"}) == {"_id": "p", "version": 3, "b": 2}
+    finally:
+        await client.drop_database(name)
+        await client.close()
