@@ -21,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient, UpdateOne
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -232,12 +234,17 @@ async def group_lag(
     )
 
 
-def start_evaluator(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+EVALUATOR_PORT = 18001
+
+
+def start_evaluator(
+    env: dict[str, str], log_path: Path, port: int = EVALUATOR_PORT
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "audience_evaluator.main"],
         env={
             **env,
-            "AUDIENCES_PORT": "18001",
+            "AUDIENCES_PORT": str(port),
             "AUDIENCES_CONSUMER_GROUP": GROUP,
             "AUDIENCES_MONGO_DATABASE": "bench",
             "AUDIENCES_LOG_LEVEL": "WARNING",
@@ -391,6 +398,27 @@ async def latency(
     return statistics.median(latencies), p99, len(latencies)
 
 
+def evaluator_ports(count: int) -> list[int]:
+    return [EVALUATOR_PORT + n for n in range(count)]
+
+
+async def store_time(ports: list[int], top: int = 8) -> dict[str, float]:
+    """The store command seconds the evaluators spent, by command and collection, largest first."""
+    totals: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for port in ports:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                if family.name != "audiences_store_command_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        key = f"{sample.labels['command']} {sample.labels['collection']}"
+                        totals[key] = totals.get(key, 0.0) + sample.value
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    return {key: round(value, 1) for key, value in ranked}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with fresh_infrastructure("evaluator", 19192, 17127) as env:
         bootstrap, url = env["AUDIENCES_KAFKA_BOOTSTRAP"], env["AUDIENCES_MONGO_URL"]
@@ -409,9 +437,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         console.print("measuring raw limits …")
         consume_rate = await raw_consume(bootstrap, len(records))
         upsert_rate = await raw_upserts(url, profile_documents(records))
-        log_path = ROOT / ".local" / "bench" / "evaluator.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        evaluator = start_evaluator(env, log_path)
+        # One evaluator process per core by default: a process alternates between its own CPU
+        # work and waiting on the store, so a second one (same consumer group, its share of the
+        # partitions) keeps both busy, as a deployment on this machine would.
+        evaluators = [
+            start_evaluator(env, ROOT / ".local" / "bench" / f"evaluator-{n}.log", port)
+            for n, port in enumerate(evaluator_ports(args.evaluators))
+        ]
         try:
             events_per_s = await sustained(bootstrap, len(records))
             p50, p99, measured = await latency(bootstrap, args.rate, args.seconds)
@@ -422,14 +454,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             light_p50, light_p99, light_measured = await latency(
                 bootstrap, light_rate, args.seconds, first_user=args.rate * args.seconds
             )
+            store_seconds = await store_time(evaluator_ports(args.evaluators))
         finally:
-            os.killpg(evaluator.pid, signal.SIGTERM)
-            evaluator.wait(timeout=30)
+            for evaluator in evaluators:
+                os.killpg(evaluator.pid, signal.SIGTERM)
+            for evaluator in evaluators:
+                evaluator.wait(timeout=30)
     slowest = min(consume_rate, upsert_rate)
     return {
         "events": args.events,
         "users": args.users,
         "audiences": args.audiences,
+        "evaluators": args.evaluators,
         "events_per_s": round(events_per_s, 1),
         "raw_produce_per_s": round(produce_rate, 1),
         "raw_consume_per_s": round(consume_rate, 1),
@@ -445,6 +481,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "light_latency_samples": light_measured,
         "light_p50_ms": round(light_p50, 1),
         "light_p99_ms": round(light_p99, 1),
+        # Where the evaluators' store time went (seconds summed over concurrent commands).
+        "store_seconds": store_seconds,
     }
 
 
@@ -455,13 +493,17 @@ def main() -> None:
     parser.add_argument("--audiences", type=int, default=50)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--evaluators", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     result = asyncio.run(run(args))
     table = Table(title="Evaluator benchmark")
     for column in ("measure", "value"):
         table.add_column(column)
     for key, value in result.items():
-        table.add_row(key, str(value))
+        if key != "store_seconds":
+            table.add_row(key, str(value))
+    for name, seconds in result["store_seconds"].items():
+        table.add_row(f"store s: {name}", str(seconds))
     console.print(table)
     out = ROOT / ".local" / "bench" / "evaluator.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 import asyncio
 import base64
 import contextlib
+from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -11,28 +13,34 @@ from faststream.kafka import KafkaBroker
 from audience_shared.events import DeadLetter
 from audience_shared.topics import PARTITIONS, Topic
 
+# Every producer here: never loses an acknowledged message (acks=all, with retries).
+#
+# aiokafka's idempotent producer, under many concurrent sends, can fail for good with
+# OutOfOrderSequenceNumber and then refuses every later send; a retried send may instead be
+# written twice. Every message carries an `event_id` and every consumer here dedupes by it, so a
+# duplicate costs nothing while a wedged producer stops the service.
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": False,
+    # Keep retrying a publish while the broker restarts rather than failing the request fast.
+    "request_timeout_ms": 15_000,
+    # A batch of events can decide thousands of membership changes at once: big producer batches
+    # send them in a few requests per partition instead of one per 16 KB.
+    "max_batch_size": 512 * 1024,
+    "linger_ms": 5,
+}
+JSON_HEADERS = [("content-type", b"application/json")]
+
 
 def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
-    """A broker whose producer never loses an acknowledged message (acks=all, with retries).
+    """The FastStream broker of a service (see PRODUCER_SETTINGS)."""
+    return KafkaBroker(bootstrap, client_id=client_id, logger=None, **PRODUCER_SETTINGS)
 
-    aiokafka's idempotent producer, under many concurrent sends, can fail for good with
-    OutOfOrderSequenceNumber and then refuses every later send; a retried send may instead be
-    written twice. Every message carries an `event_id` and every consumer here dedupes by it,
-    so a duplicate costs nothing while a wedged producer stops the service.
-    """
-    return KafkaBroker(
-        bootstrap,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=False,
-        # Keep retrying a publish while the broker restarts rather than failing the request fast.
-        request_timeout_ms=15_000,
-        # A batch of events can decide thousands of membership changes at once: big producer
-        # batches send them in a few requests per partition instead of one per 16 KB.
-        max_batch_size=512 * 1024,
-        linger_ms=5,
-        logger=None,
-    )
+
+def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    """A plain aiokafka producer with the broker's settings, for a hot path that sends thousands
+    of keyed records at once: FastStream's per-message publish costs several times aiokafka's."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, **PRODUCER_SETTINGS)
 
 
 async def ensure_topics(bootstrap: str) -> None:

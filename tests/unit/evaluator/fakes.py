@@ -40,6 +40,7 @@ class FakeProfileStore:
             if self.docs[pid]["version"] == version:
                 self.docs[pid]["outbox"] = []
                 self.docs[pid]["due_at"] = due_at
+                self.docs[pid]["version"] = version + 1
 
     async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
         self.markers |= set(outboxes)

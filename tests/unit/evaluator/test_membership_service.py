@@ -252,12 +252,33 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     assert world.members("aud_p") == {"u1"}
     assert world.memberships.counts["aud_p"] == 1  # the replay did not count twice
-    # Delivered, the outbox is cleared in the background once OUTBOX_CLEAR_DELAY has passed.
+    # Delivered, an event outbox stays (with its marker) until the profile's next write: no
+    # background write, and the sweeper has nothing to do for it.
+    world.clock.advance(OUTBOX_GRACE)
+    assert await world.service.clear_delivered() == 0
+    assert await world.sweeper.sweep_once() == 0
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["outbox"]
+    assert profile["due_at"] is None
+    assert world.profiles.markers == {(f"{PROJECT}/u1", profile["version"])}
+
+
+async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:
+    await world.audience("aud_recent", "Users who did app_open in the last 1 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    world.clock.advance(timedelta(days=1, seconds=1))
+    assert await world.sweeper.sweep_once() == 1
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert [c["type"] for c in profile["outbox"]] == ["membership.exited"]
+    # The sweeper's safety net in case this process dies before delivering.
+    assert profile["due_at"] == world.clock.now + OUTBOX_GRACE
     assert await world.service.clear_delivered() == 0
     world.clock.advance(OUTBOX_CLEAR_DELAY)
     assert await world.service.clear_delivered() == 1
-    assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
-    assert world.profiles.docs[f"{PROJECT}/u1"]["due_at"] is None
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["outbox"] == []
+    assert profile["due_at"] is None
+    assert world.profiles.markers == set()
 
 
 async def test_delivered_outbox__another_process_drops_it_without_replaying(
@@ -268,8 +289,8 @@ async def test_delivered_outbox__another_process_drops_it_without_replaying(
     other = MembershipService(
         world.profiles, world.memberships, world.publisher, world.registry, world.clock
     )
-    world.clock.advance(OUTBOX_GRACE)
-    await SweepService(world.profiles, other, world.clock).sweep_once()
+    # The user's partition moved to another process: it finds the delivered outbox by its marker.
+    await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     assert world.memberships.counts["aud_p"] == 1
     profile = world.profiles.docs[f"{PROJECT}/u1"]
@@ -283,14 +304,15 @@ async def test_delivered_outbox__next_write_drops_it_without_replaying(world: Wo
     await world.audience("aud_p", "Users with plan=premium")
     await world.service.apply_user_events([identify("u1", plan="premium")])
     profile = world.profiles.docs[f"{PROJECT}/u1"]
-    assert profile["outbox"]  # delivered, not cleared yet
-    assert profile["due_at"] == T0 + OUTBOX_GRACE  # the sweeper's safety net
+    assert profile["outbox"]  # delivered, not cleared
+    assert profile["due_at"] is None  # redelivered events replay it after a crash, not the sweeper
     await world.service.apply_user_events([identify("u1", plan="premium", age=3)])
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
     profile = world.profiles.docs[f"{PROJECT}/u1"]
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     assert await world.sweeper.sweep_once() == 0
+    assert world.profiles.markers == set()  # the spent marker went with the sweeper's pass
 
 
 def list_event(
@@ -379,22 +401,32 @@ async def test_events_for_merged_anonymous_id__land_on_the_user(world: World) ->
     assert world.profiles.docs[f"{PROJECT}/u3"]["event_count"] == 2
 
 
-async def test_sweeper__stranded_outbox__delivered_without_new_events(world: World) -> None:
-    await world.audience("aud_p", "Users with plan=premium")
+async def test_sweeper__stranded_time_outbox__delivered_without_new_events(world: World) -> None:
+    await world.audience("aud_recent", "Users who did app_open in the last 1 days")
+    await world.service.apply_user_events([track("u9", "app_open")])
 
     async def crash(changes: object) -> None:
         raise ConnectionError("broker down")
 
     world.publisher.publish = crash  # type: ignore[method-assign,assignment]
+    world.clock.advance(timedelta(days=1, seconds=1))
     with pytest.raises(ConnectionError):
-        await world.service.apply_user_events([identify("u9", plan="premium")])
+        await world.sweeper.sweep_once()  # the exit is decided and written, not delivered
     world.publisher.publish = FakePublisher.publish.__get__(world.publisher)  # type: ignore[method-assign]
-    await world.sweeper.sweep_once()
-    assert world.publisher.published == []  # its own process may still be delivering it
+    # No event will ever bring this profile back: the sweeper replays the outbox after its grace.
+    restarted = MembershipService(
+        world.profiles, world.memberships, world.publisher, world.registry, world.clock
+    )
+    sweeper = SweepService(world.profiles, restarted, world.clock, scan_spacing=0)
+    await sweeper.sweep_once()
+    assert [c.type for c in world.publisher.published] == ["membership.entered"]
     world.clock.advance(OUTBOX_GRACE)
-    await world.sweeper.sweep_once()
-    assert [c.user_id for c in world.publisher.published] == ["u9"]
-    assert world.memberships.counts["aud_p"] == 1
+    await sweeper.sweep_once()
+    assert [c.type for c in world.publisher.published] == [
+        "membership.entered",
+        "membership.exited",
+    ]
+    assert world.memberships.counts["aud_recent"] == 0
 
 
 BIG_PURCHASES = "Users who triggered event=purchase where amount > 100 at least 2 times"

@@ -12,6 +12,9 @@ class Settings(BaseServiceSettings):
     # A time-driven entry or exit lands within this many seconds of its due time.
     sweep_interval_s: float = 5.0
     backfill_chunk: int = 500
+    # Profiles kept in memory (as BSON, about 2 KB each) so an event for a recent user skips the
+    # store read; 0 turns the cache off.
+    profile_cache_size: int = 100_000
     reconcile_interval_s: float = 300.0
     # Store or broker outages: retry with backoff up to this many seconds between attempts.
     max_backoff_s: float = 10.0

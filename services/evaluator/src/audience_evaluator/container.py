@@ -30,7 +30,7 @@ from audience_evaluator.services import (
     MembershipService,
     SweepService,
 )
-from audience_shared.kafka import KafkaDeadLetters, ensure_topics, make_broker
+from audience_shared.kafka import KafkaDeadLetters, ensure_topics, make_broker, make_producer
 from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import connect_store, ensure_schema, ping
 from audience_shared.topics import PARTITIONS, Topic
@@ -46,6 +46,7 @@ class Container:
     registry: AudienceRegistry
     memberships: MembershipService
     lifecycle: AudienceLifecycleService
+    publisher: KafkaMembershipPublisher
     sweeper: SweepService
     handlers: EvaluatorHandlers
     membership_store: MongoMembershipStore
@@ -57,13 +58,16 @@ class Container:
         db = client[settings.mongo_database]
         broker = make_broker(settings.kafka_bootstrap, client_id="audiences-evaluator")
         registry = AudienceRegistry()
-        profiles = MongoProfileStore(db)
+        profiles = MongoProfileStore(db, cache_size=settings.profile_cache_size)
+        publisher = KafkaMembershipPublisher(
+            lambda: make_producer(settings.kafka_bootstrap, client_id="audiences-evaluator")
+        )
         membership_store = MongoMembershipStore(db)
         catalog = MongoAudienceCatalog(db)
         memberships = MembershipService(
             profiles,
             membership_store,
-            KafkaMembershipPublisher(broker),
+            publisher,
             registry,
             clock,
         )
@@ -89,6 +93,7 @@ class Container:
             registry=registry,
             memberships=memberships,
             lifecycle=lifecycle,
+            publisher=publisher,
             sweeper=SweepService(profiles, memberships, clock),
             handlers=handlers,
             membership_store=membership_store,

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
             await container.memberships.clear_delivered(older_than=timedelta(0))
         except Exception as exc:
             log.warning("outboxes.not_cleared", error=repr(exc))
+        await container.publisher.stop()
 
     return AsgiFastStream(
         container.broker,

@@ -18,8 +18,8 @@ class ProfileStore(Protocol):
         ...
 
     async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
-        """Empty each delivered outbox and set the profile's own due time, if its stored version
-        is still the one written with that outbox."""
+        """Empty each delivered outbox, set the profile's own due time and move its version on,
+        if its stored version is still the one written with that outbox."""
         ...
 
     async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:

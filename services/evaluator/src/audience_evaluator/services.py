@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Literal
 
 import structlog
@@ -44,13 +45,17 @@ BUILD_LEASE = timedelta(seconds=60)
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
 
-# A delivered outbox stays in its profile this long before a background write clears it: the
-# profile's next write usually comes first and drops it for free (an update costs ten inserts on
-# FerretDB, and the hot path then has one write per profile, not two).
+# Outboxes written for events stay in their profiles once delivered, with a marker saying so: if
+# the process dies before delivering one, the broker redelivers the events (their offsets are
+# committed only after delivery) and whoever processes them replays it; the profile's next write
+# drops it. Outboxes of the other paths (time, builds, archives) have no such redelivery: their
+# profile is due for the sweeper OUTBOX_GRACE after the write, so an outbox a crash stranded is
+# replayed, and a delivered one is cleared by a background write OUTBOX_CLEAR_DELAY after delivery
+# (unless the profile's next write comes first and drops it for free).
 OUTBOX_CLEAR_DELAY = timedelta(seconds=15)
-# A profile written with an outbox is due for the sweeper this long after: by then its own process
-# has delivered and cleared it, so the sweeper only replays outboxes a crash stranded.
 OUTBOX_GRACE = timedelta(seconds=60)
+# Delivered event outboxes this process remembers (so it need not ask the store for their markers).
+DELIVERED_KEPT = 200_000
 # Due times kept in memory at most (about 150 bytes each); past it, the store scan finds the rest.
 DUE_INDEX_MAX = 2_000_000
 
@@ -84,10 +89,11 @@ class MembershipService:
         # read-modify-write profiles, and would otherwise only lose rounds to each other's
         # version guards. Builds take it per chunk, so live events interleave with a backfill.
         self._lock = asyncio.Lock()
-        # Outboxes this process delivered but has not cleared yet: profile id → (version written,
-        # the profile's due time without its outbox, when delivered). The store keeps a marker of
-        # each too, so another process (or this one, restarted) does not deliver them again.
-        self._delivered: dict[str, tuple[int, datetime | None, datetime]] = {}
+        # Outboxes this process delivered that no write has dropped yet: profile id → (version
+        # written, the profile's due time without its outbox, when delivered if a background
+        # write is to clear it, else None). The store keeps a marker of each too, so another
+        # process (or this one, restarted) does not deliver them again.
+        self._delivered: dict[str, tuple[int, datetime | None, datetime | None]] = {}
         # Markers of delivered outboxes that a later write of their profile dropped.
         self._spent_markers: set[tuple[str, int]] = set()
         # Due times this process wrote (profile id → due_at, and a heap of them in time order),
@@ -180,7 +186,7 @@ class MembershipService:
                 profile["outbox"] = [c.model_dump(mode="python") for c in outboxes[pid]]
                 profile["version"] = version + 1
                 due_at = _due_at(profile)
-                if outboxes[pid]:
+                if outboxes[pid] and reason != "event":
                     grace_at = now + OUTBOX_GRACE
                     due_at = grace_at if due_at is None else min(due_at, grace_at)
                 profile["due_at"] = due_at
@@ -219,10 +225,22 @@ class MembershipService:
             raise ConflictingWrites(sorted(pending))
         await self._deliver(changes)
         await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
-        delivered_at = self._clock()
+        # Only outboxes with a grace (not written for events) are cleared in the background.
+        delivered_at = self._clock() if reason != "event" else None
         for pid, version, due_at in committed:
             self._delivered[pid] = (version, due_at, delivered_at)
+        self._forget_old_deliveries()
         return len(changes)
+
+    def _forget_old_deliveries(self) -> None:
+        """Keep at most DELIVERED_KEPT event outboxes in memory (their markers stay stored)."""
+        if len(self._delivered) <= DELIVERED_KEPT:
+            return
+        # Down to nine tenths at once, so this runs once per many batches, not on every one.
+        excess = len(self._delivered) - DELIVERED_KEPT * 9 // 10
+        oldest = islice((pid for pid, (_, _, at) in self._delivered.items() if at is None), excess)
+        for pid in list(oldest):
+            del self._delivered[pid]
 
     def _note_due(self, pid: str, due_at: datetime | None) -> None:
         if due_at is None:
@@ -266,7 +284,7 @@ class MembershipService:
             ready = [
                 (pid, version, due_at)
                 for pid, (version, due_at, delivered_at) in self._delivered.items()
-                if delivered_at <= cutoff
+                if delivered_at is not None and delivered_at <= cutoff
             ]
             # Guarded by version: a profile written since keeps its newer outbox. The markers go
             # after the outboxes, so a crash in between leaves a marker, never a bare outbox.

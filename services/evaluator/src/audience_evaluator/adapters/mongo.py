@@ -2,11 +2,13 @@
 
 import asyncio
 import hashlib
-from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
+from bson.codec_options import CodecOptions
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -34,6 +36,7 @@ COUNT_ROUNDS = 8
 # Ids per `$in` lookup: FerretDB (as we build it) answers up to 1,000 from the _id index.
 ID_LOOKUP_CHUNK = 500
 COUNTS = ("member_count", "entered_total", "exited_total")
+CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
 def change_token(event_id: str) -> str:
@@ -68,13 +71,61 @@ def membership_id(audience_id: str, profile_id: str) -> str:
     return f"{audience_id}|{profile_id}"
 
 
+class ProfileCache:
+    """The profiles this process wrote or read last, as BSON, least recently used out first.
+
+    Only the evaluator writes profiles, and every write is guarded by the version it read, so a
+    cached profile another process has changed since is caught by the guard: the write conflicts,
+    the entry is dropped, and the retry reads the store. Kept as BSON bytes (about a third of
+    the memory of the decoded dict), decoded into a fresh dict on every hit.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._docs: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, profile_id: str) -> Document | None:
+        raw = self._docs.get(profile_id)
+        if raw is None:
+            return None
+        self._docs.move_to_end(profile_id)
+        return bson.decode(raw, codec_options=CODEC_OPTIONS)
+
+    def put(self, doc: Document) -> None:
+        if self._capacity <= 0:
+            return
+        self._docs[doc["_id"]] = bson.encode(doc)
+        self._docs.move_to_end(doc["_id"])
+        while len(self._docs) > self._capacity:
+            self._docs.popitem(last=False)
+
+    def drop(self, profile_ids: Iterable[str]) -> None:
+        for profile_id in profile_ids:
+            self._docs.pop(profile_id, None)
+
+
 class MongoProfileStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], cache_size: int = 0) -> None:
         self._profiles = db.profiles
         self._links = db.identity_links
         self._markers = db.delivered_outboxes
+        self._cache = ProfileCache(cache_size)
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        missing: list[str] = []
+        for pid in profile_ids:
+            cached = self._cache.get(pid)
+            if cached is None:
+                missing.append(pid)
+            else:
+                found[pid] = cached
+        stored = await self._read(missing)
+        for doc in stored.values():
+            self._cache.put(doc)
+        return found | stored
+
+    async def _read(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         if not profile_ids:
             return {}
         cursor = self._profiles.find({"_id": {"$in": list(profile_ids)}})
@@ -88,6 +139,11 @@ class MongoProfileStore:
         for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
             for start in range(0, len(group), size):
                 conflicts |= await self._commit_chunk(group[start : start + size])
+        for profile, _expected in writes:
+            if profile["_id"] not in conflicts:
+                self._cache.put(profile)
+        # A conflict means the cached copy (if any) is stale: the retry reads the store.
+        self._cache.drop(conflicts)
         return conflicts
 
     async def _commit_chunk(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
@@ -113,7 +169,7 @@ class MongoProfileStore:
                     conflicts.add(profile["_id"])
         if matched + len(conflicts) < len(writes):
             # A guarded replace that matched nothing lost a race: find which ones by version.
-            stored = await self.load_profiles([p["_id"] for p, _ in writes])
+            stored = await self._read([p["_id"] for p, _ in writes])
             for profile, _expected in writes:
                 current = stored.get(profile["_id"])
                 if current is None or current.get("version") != profile["version"]:
@@ -123,11 +179,16 @@ class MongoProfileStore:
     async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
         if not delivered:
             return
+        # Cached copies still hold the outbox: drop them (the next read takes the store's).
+        self._cache.drop(pid for pid, _version, _due_at in delivered)
         await bulk_write_chunked(
             self._profiles,
             [
+                # A new version, so a copy of the profile read (or cached) with its outbox before
+                # the clear cannot be written back over it, replaying the delivered outbox.
                 UpdateOne(
-                    {"_id": pid, "version": version}, {"$set": {"outbox": [], "due_at": due_at}}
+                    {"_id": pid, "version": version},
+                    {"$set": {"outbox": [], "due_at": due_at}, "$inc": {"version": 1}},
                 )
                 for pid, version, due_at in delivered
             ],
