@@ -398,6 +398,20 @@ async def latency(
     return statistics.median(latencies), p99, len(latencies)
 
 
+def cpu_seconds(processes: dict[str, list[int]]) -> dict[str, float]:
+    """User plus system CPU seconds of each group of processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for name, pids in processes.items():
+        total = 0.0
+        for pid in pids:
+            # Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        totals[name] = total
+    return totals
+
+
 def evaluator_ports(count: int) -> list[int]:
     return [EVALUATOR_PORT + n for n in range(count)]
 
@@ -444,8 +458,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             start_evaluator(env, ROOT / ".local" / "bench" / f"evaluator-{n}.log", port)
             for n, port in enumerate(evaluator_ports(args.evaluators))
         ]
+        run_dir = Path(env["AUDIENCES_LOCAL_DIR"]) / "run"
+        processes = {
+            "evaluators": [evaluator.pid for evaluator in evaluators],
+            "store": [int((run_dir / "store.pid").read_text())],
+            "broker": [int((run_dir / "kafka.pid").read_text())],
+        }
         try:
+            cpu_before = cpu_seconds(processes)
             events_per_s = await sustained(bootstrap, len(records))
+            cpu_used = {
+                name: round(after - cpu_before[name], 1)
+                for name, after in cpu_seconds(processes).items()
+            }
             p50, p99, measured = await latency(bootstrap, args.rate, args.seconds)
             # Also below saturation: latency where the evaluator keeps up, not queueing (once
             # the backlog the fixed rate left is worked off).
@@ -467,6 +492,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "audiences": args.audiences,
         "evaluators": args.evaluators,
         "events_per_s": round(events_per_s, 1),
+        # CPU seconds each part used while the backlog was worked off (two cores in all).
+        "cpu_s_evaluators": cpu_used["evaluators"],
+        "cpu_s_store": cpu_used["store"],
+        "cpu_s_broker": cpu_used["broker"],
         "raw_produce_per_s": round(produce_rate, 1),
         "raw_consume_per_s": round(consume_rate, 1),
         "raw_store_upserts_per_s": round(upsert_rate, 1),

@@ -10,6 +10,9 @@ from audience_shared.store import IndexKeys
 
 A = ASCENDING
 
+# The fields of an `audience_counts` document that readers show.
+COUNT_FIELDS = ("member_count", "entered_total", "exited_total")
+
 INDEXES: dict[str, list[IndexKeys]] = {
     "organizations": [],
     "projects": [[("organization_id", A)]],
@@ -20,6 +23,8 @@ INDEXES: dict[str, list[IndexKeys]] = {
         [("project_id", A), ("group_id", A)],
     ],
     "audience_state": [],
+    # The evaluator's exactly-once member counters, one per audience (`_id` = audience id).
+    "audience_counts": [],
     # Size-history points, `_id = f"{audience_id}|{hour}"`: read by enumerating the hours.
     "audience_history": [],
     # One document per requested refresh, `_id = f"{audience_id}|{rule_version}"`: inserting it

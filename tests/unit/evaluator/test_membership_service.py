@@ -213,7 +213,7 @@ async def test_new_audience__existing_profiles__backfilled_and_ready(world: Worl
     await world.audience("aud_p", "Users with plan=premium")
     assert world.members("aud_p") == {"u1", "u3", "u5"}
     assert world.catalog.states["aud_p"]["status"] == "ready"
-    assert world.catalog.states["aud_p"]["member_count"] == 3
+    assert world.memberships.counts["aud_p"] == 3
 
 
 async def test_rule_change__users_no_longer_matching__exit(world: World) -> None:
@@ -223,7 +223,7 @@ async def test_rule_change__users_no_longer_matching__exit(world: World) -> None
     await world.audience("aud_p", "Users with plan=premium")
     await world.audience("aud_p", "Users with plan=premium AND country=US", version=2)
     assert world.members("aud_p") == {"u1"}
-    assert world.catalog.states["aud_p"]["member_count"] == 1
+    assert world.memberships.counts["aud_p"] == 1
 
 
 async def test_archive__removes_memberships_with_exit_events(world: World) -> None:

@@ -549,7 +549,6 @@ class AudienceLifecycleService:
             {
                 "status": "ready",
                 "progress": 1.0,
-                "member_count": count,
                 "last_refreshed_at": now,
                 "updated_at": now,
             },
@@ -614,7 +613,7 @@ class AudienceLifecycleService:
                 {pid: Work() for pid in chunk}, reason="archived", archived=frozenset({audience_id})
             )
         await self._catalog.set_state(
-            audience_id, {"status": "archived", "member_count": 0, "updated_at": self._clock()}
+            audience_id, {"status": "archived", "updated_at": self._clock()}
         )
 
 

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.rules import Group
-from audience_shared.schema import INDEXES, UNIQUE
+from audience_shared.schema import COUNT_FIELDS, INDEXES, UNIQUE
 from audience_shared.store import ensure_schema
 
 Document = dict[str, Any]
@@ -77,13 +77,19 @@ class MongoAudienceRepository:
         return found
 
     async def state(self, audience_id: str) -> Document | None:
-        return await self._db.audience_state.find_one({"_id": audience_id}, {"applied": 0})
+        return (await self.states([audience_id])).get(audience_id)
 
     async def states(self, audience_ids: Sequence[str]) -> dict[str, Document]:
+        """The evaluator's state of each audience, with its counts (kept in a document of their
+        own, `audience_counts`, which a data directory from before it may lack)."""
         if not audience_ids:
             return {}
-        cursor = self._db.audience_state.find({"_id": {"$in": list(audience_ids)}}, {"applied": 0})
-        return {doc["_id"]: doc async for doc in cursor}
+        ids = {"_id": {"$in": list(audience_ids)}}
+        found = {doc["_id"]: doc async for doc in self._db.audience_state.find(ids, {"applied": 0})}
+        async for counts in self._db.audience_counts.find(ids, dict.fromkeys(COUNT_FIELDS, 1)):
+            if counts["_id"] in found:
+                found[counts["_id"]].update(counts)
+        return found
 
     async def claim_refresh(self, audience_id: str, version: int, at: datetime) -> bool:
         try:

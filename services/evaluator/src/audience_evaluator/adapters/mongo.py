@@ -1,9 +1,9 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
-import asyncio
+import contextlib
 import hashlib
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,9 +19,9 @@ from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group
+from audience_shared.schema import COUNT_FIELDS
 from audience_shared.store import (
     BULK_CHUNK,
-    CONCURRENT_COMMANDS,
     INSERT_CHUNK,
     apply_one,
     bulk_write_chunked,
@@ -35,7 +35,6 @@ APPLIED_KEPT = 2000
 COUNT_ROUNDS = 8
 # Ids per `$in` lookup: FerretDB (as we build it) answers up to 1,000 from the _id index.
 ID_LOOKUP_CHUNK = 500
-COUNTS = ("member_count", "entered_total", "exited_total")
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
@@ -54,6 +53,33 @@ def applied_tokens(doc: Document | None) -> list[str]:
     if isinstance(applied, list):  # written before tokens were joined
         return [change_token(event_id) for event_id in applied]
     return applied.split()
+
+
+def _counted(doc: Document, items: Sequence[MembershipChanged]) -> Document | None:
+    """The counter document with the not-yet-applied changes applied; None if all were."""
+    applied = applied_tokens(doc)
+    seen = set(applied)
+    entered = exited = 0
+    for change in items:
+        token = change_token(change.event_id)
+        if token in seen:
+            continue  # a replay of a change this counter already holds
+        seen.add(token)
+        applied.append(token)
+        if change.type == "membership.entered":
+            entered += 1
+        else:
+            exited += 1
+    if not entered and not exited:
+        return None
+    return {
+        **doc,
+        "member_count": doc.get("member_count", 0) + entered - exited,
+        "entered_total": doc.get("entered_total", 0) + entered,
+        "exited_total": doc.get("exited_total", 0) + exited,
+        "applied": " ".join(applied[-APPLIED_KEPT:]),
+        "count_version": doc.get("count_version", 0) + 1,
+    }
 
 
 class CountConflict(Contention):
@@ -280,7 +306,11 @@ class MongoMembershipStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._memberships = db.memberships
         self._state = db.audience_state
+        self._counts = db.audience_counts
         self._history = db.audience_history
+        # Counter documents as this process last wrote or read them. Every write is guarded by
+        # `count_version`, so a copy another process has moved on since only costs a re-read.
+        self._counters: dict[str, Document] = {}
 
     async def apply(self, changes: Sequence[MembershipChanged]) -> None:
         """Make each membership match the last change decided for it: entered inserts the
@@ -317,10 +347,12 @@ class MongoMembershipStore:
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
 
-        One read-modify-write per audience per batch (not per change): the counter document
-        keeps the ids of the last APPLIED_KEPT changes it applied, so a replayed change is
-        recognised, and the write is guarded by `count_version`, so it only lands if no other
-        writer moved the counter since it was read (else that audience is read and tried again).
+        One counter document per audience (`audience_counts`), written whole once per batch:
+        it keeps the tokens of the last APPLIED_KEPT changes it applied, so a replayed change is
+        recognised, and each write is guarded by `count_version`, so it lands only if no other
+        writer moved the counter since this process read it (else that audience is read again
+        and tried again). A whole-document replace guarded by version is one statement on
+        FerretDB as we build it, and the batch's counters go out in one command.
         """
         pending: dict[str, list[MembershipChanged]] = defaultdict(list)
         for change in changes:
@@ -328,74 +360,69 @@ class MongoMembershipStore:
         for _ in range(COUNT_ROUNDS):
             if not pending:
                 return
-            cursor = self._state.find(
-                {"_id": {"$in": sorted(pending)}},
-                {"applied": 1, "count_version": 1, **dict.fromkeys(COUNTS, 1)},
-            )
-            stored = {doc["_id"]: doc async for doc in cursor}
-            gate = asyncio.Semaphore(CONCURRENT_COMMANDS)
-            outcomes = await asyncio.gather(
-                *(
-                    self._count_gated(gate, audience_id, items, stored.get(audience_id))
-                    for audience_id, items in pending.items()
-                )
-            )
+            await self._read_counters([aid for aid in pending if aid not in self._counters])
+            writes = {
+                audience_id: counted
+                for audience_id, items in pending.items()
+                if (counted := _counted(self._counters[audience_id], items)) is not None
+            }
+            landed = await self._write_counters(writes)
             pending = {
-                audience_id: items
-                for (audience_id, items), counted in zip(pending.items(), outcomes, strict=True)
-                if not counted
+                aid: items for aid, items in pending.items() if aid in writes and aid not in landed
             }
         raise CountConflict(sorted(pending))
 
-    async def _count_gated(
-        self,
-        gate: asyncio.Semaphore,
-        audience_id: str,
-        items: Sequence[MembershipChanged],
-        doc: Document | None,
-    ) -> bool:
-        async with gate:
-            return await self._count_once(audience_id, items, doc)
-
-    async def _count_once(
-        self, audience_id: str, items: Sequence[MembershipChanged], doc: Document | None
-    ) -> bool:
-        """Apply the not-yet-applied changes to one counter; False when another writer won."""
-        applied = applied_tokens(doc)
-        seen = set(applied)
-        entered = exited = 0
-        for change in items:
-            token = change_token(change.event_id)
-            if token in seen:
-                continue  # a replay of a change this counter already holds
-            seen.add(token)
-            applied.append(token)
-            if change.type == "membership.entered":
-                entered += 1
-            else:
-                exited += 1
-        if not entered and not exited:
-            return True
-        current = doc or {}
-        version = current.get("count_version")
-        fields = {
-            "member_count": current.get("member_count", 0) + entered - exited,
-            "entered_total": current.get("entered_total", 0) + entered,
-            "exited_total": current.get("exited_total", 0) + exited,
-            "applied": " ".join(applied[-APPLIED_KEPT:]),
-            "count_version": (version or 0) + 1,
+    async def _read_counters(self, audience_ids: Sequence[str]) -> None:
+        """Load counter documents into memory; an audience without one gets it created, from the
+        counts an older version kept in `audience_state` if there are any."""
+        if not audience_ids:
+            return
+        found = {
+            doc["_id"]: doc async for doc in self._counts.find({"_id": {"$in": list(audience_ids)}})
         }
-        if doc is None:
-            try:
-                await self._state.insert_one({"_id": audience_id, **fields})
-            except DuplicateKeyError:
-                return False
-            return True
-        guard: Document = {"_id": audience_id, "count_version": version}
-        if version is None:
-            guard["count_version"] = {"$exists": False}
-        result = await self._state.update_one(guard, {"$set": fields})
-        return result.matched_count == 1
+        missing = [aid for aid in audience_ids if aid not in found]
+        if missing:
+            cursor = self._state.find(
+                {"_id": {"$in": missing}}, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
+            )
+            older = {doc["_id"]: doc async for doc in cursor}
+            for audience_id in missing:
+                seed = {
+                    "_id": audience_id,
+                    **{name: older.get(audience_id, {}).get(name, 0) for name in COUNT_FIELDS},
+                    "applied": " ".join(applied_tokens(older.get(audience_id))),
+                    "count_version": 0,
+                }
+                with contextlib.suppress(DuplicateKeyError):  # another process created it
+                    await self._counts.insert_one(seed)
+            async for doc in self._counts.find({"_id": {"$in": missing}}):
+                found[doc["_id"]] = doc
+        self._counters.update(found)
+
+    async def _write_counters(self, writes: Mapping[str, Document]) -> set[str]:
+        """Guarded replaces of counter documents; returns the audiences whose write landed."""
+        if not writes:
+            return set()
+        ops = [
+            ReplaceOne({"_id": aid, "count_version": doc["count_version"] - 1}, doc)
+            for aid, doc in writes.items()
+        ]
+        try:
+            result = await self._counts.bulk_write(ops, ordered=False)
+            if result.matched_count == len(ops):
+                self._counters.update(writes)
+                return set(writes)
+        except (BulkWriteError, KeyError):
+            pass  # told apart below, by what the store holds now
+        for audience_id in writes:
+            self._counters.pop(audience_id, None)
+        await self._read_counters(list(writes))
+        return {
+            aid
+            for aid, doc in writes.items()
+            if self._counters[aid].get("count_version") == doc["count_version"]
+            and self._counters[aid].get("applied") == doc["applied"]
+        }
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
@@ -419,26 +446,21 @@ class MongoMembershipStore:
             await self._set_count(audience_id, counts.get(audience_id, 0))
 
     async def _set_count(self, audience_id: str, count: int) -> None:
-        state = await self._state.find_one({"_id": audience_id}, {"applied": 1})
-        applied = applied_tokens(state)
+        await self._read_counters([audience_id])
         # Moving count_version makes a counter update that read the old count try again.
-        await self._state.update_one(
-            {"_id": audience_id},
-            {
-                "$set": {"member_count": count, "applied": " ".join(applied[-APPLIED_KEPT:])},
-                "$inc": {"count_version": 1},
-            },
-            upsert=True,
+        await self._counts.update_one(
+            {"_id": audience_id}, {"$set": {"member_count": count}, "$inc": {"count_version": 1}}
         )
+        self._counters.pop(audience_id, None)
 
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         """Write this hour's size-history point: the count now, and the entries and exits since
         the last point of the previous hour (from the exactly-once running totals)."""
-        state = await self._state.find_one(
-            {"_id": audience_id},
-            {"member_count": 1, "entered_total": 1, "exited_total": 1, "history_last": 1},
-        )
-        state = state or {}
+        await self._read_counters([audience_id])
+        state = {
+            **(await self._state.find_one({"_id": audience_id}, {"history_last": 1}) or {}),
+            **self._counters[audience_id],
+        }
         bucket = history_bucket(now)
         entered, exited = state.get("entered_total", 0), state.get("exited_total", 0)
         last = state.get("history_last") or {}
