@@ -2,6 +2,7 @@
 
 import asyncio
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -107,6 +108,40 @@ async def test_guarded_replace__matches_only_the_current_version_and_keeps_the_i
         with pytest.raises(WriteError):
             await profiles.replace_one({"_id": "p", "version": 3}, {"_id": "other", "version": 4})
         assert await profiles.find_one({"_id": "p"}) == {"_id": "p", "version": 3, "b": 2}
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_date_range_queries__match_dates_only_and_any_array_element(mongo_url: str) -> None:
+    """FerretDB as we build it skips rows in SQL for a date bound; results stay MongoDB's."""
+    name = f"store_semantics_{secrets.token_hex(4)}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    docs = client[name].docs
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    past, future = now - timedelta(days=1), now + timedelta(days=1)
+    try:
+        await docs.insert_many(
+            [
+                {"_id": "past", "at": past},
+                {"_id": "future", "at": future},
+                {"_id": "now", "at": now},
+                {"_id": "null", "at": None},
+                {"_id": "missing"},
+                {"_id": "both", "at": [future, past]},
+                {"_id": "number", "at": 5},
+                {"_id": "text", "at": "2026-12-01"},
+            ]
+        )
+
+        async def ids(query: dict[str, Any]) -> set[str]:
+            return {doc["_id"] async for doc in docs.find({"at": query}, {"_id": 1})}
+
+        assert await ids({"$lte": now}) == {"past", "now", "both"}
+        assert await ids({"$lt": now}) == {"past", "both"}
+        assert await ids({"$gt": now}) == {"future", "both"}
+        assert await ids({"$gte": now, "$lte": now}) == {"now", "both"}
+        assert await docs.count_documents({"at": {"$lte": now}}) == 3
     finally:
         await client.drop_database(name)
         await client.close()

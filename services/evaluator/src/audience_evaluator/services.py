@@ -1,6 +1,7 @@
 """Use cases of the evaluator: fold events, decide memberships, time-driven changes, lifecycle."""
 
 import asyncio
+import hashlib
 import heapq
 import time
 from collections import defaultdict
@@ -33,6 +34,7 @@ from audience_evaluator.profiles import (
 )
 from audience_evaluator.registry import ActiveAudience, AudienceRegistry, compile_audience
 from audience_shared.events import MembershipChanged, UserEventBase
+from audience_shared.rules.predicate import normalize_now
 
 log = structlog.get_logger()
 
@@ -183,7 +185,8 @@ class MembershipService:
                     continue
                 # Writing the profile drops a delivered outbox (only undelivered ones are in
                 # `outboxes`), and makes a new one due for the sweeper in case this process dies.
-                profile["outbox"] = [c.model_dump(mode="python") for c in outboxes[pid]]
+                # The changes' own fields (flat values): what model_dump gives, without its cost.
+                profile["outbox"] = [dict(c.__dict__) for c in outboxes[pid]]
                 profile["version"] = version + 1
                 due_at = _due_at(profile)
                 if outboxes[pid] and reason != "event":
@@ -334,7 +337,8 @@ class MembershipService:
         sources: list[Profile],
     ) -> list[MembershipChanged] | None:
         """Fold and re-evaluate one profile in memory; None when nothing at all changed."""
-        now = self._clock()
+        # Normalized once here, not by each of the (up to every) audience evaluations.
+        now = normalize_now(self._clock())
         project_id = profile["project_id"]
         counters = self._registry.counters(project_id)
         # A user seen for the first time is evaluated against every audience: conditions such
@@ -413,15 +417,25 @@ class MembershipService:
         reason: Reason,
         now: datetime,
     ) -> MembershipChanged:
-        return MembershipChanged(
+        version = profile.get("version", 0) + 1
+        # Built from values this service produced, so without validation (thousands a batch).
+        return MembershipChanged.model_construct(
             type=kind,
+            event_id=change_event_id(profile["_id"], audience_id, version),
             project_id=profile["project_id"],
             audience_id=audience_id,
             user_id=profile["user_id"],
             occurred_at=now,
-            version=profile.get("version", 0) + 1,
+            version=version,
             reason=reason,
         )
+
+
+def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
+    """The event id of the change a profile version made to an audience (at most one): the same
+    change decided again, as a retry or replay does, keeps its id."""
+    digest = hashlib.blake2b(f"{profile_id}|{audience_id}|{version}".encode(), digest_size=16)
+    return f"evt_{digest.hexdigest()}"
 
 
 def _due_at(profile: Profile) -> datetime | None:
