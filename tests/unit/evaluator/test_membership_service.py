@@ -12,10 +12,14 @@ from audience_evaluator.services import (
     AudienceLifecycleService,
     MembershipService,
     SweepService,
+    change_event_id,
+    restored_change,
+    stored_change,
 )
 from audience_shared.events import (
     EventTracked,
     ListMembershipChanged,
+    MembershipChanged,
     TraitsIdentified,
     UsersAliased,
 )
@@ -532,3 +536,24 @@ async def test_huge_event_properties__left_out_of_the_history(world: World) -> N
     await world.audience("aud_big", BIG_PURCHASES)
     counter = next(iter(world.profiles.docs[f"{PROJECT}/u1"]["counters"].values()))
     assert counter["truncated"] is True
+
+
+def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
+    profile = {"_id": f"{PROJECT}/u1", "project_id": PROJECT, "user_id": "u1"}
+    derived = MembershipChanged(
+        type="membership.entered",
+        event_id=change_event_id(profile["_id"], "aud_p", 4),
+        project_id=PROJECT,
+        audience_id="aud_p",
+        user_id="u1",
+        occurred_at=T0,
+        version=4,
+        reason="event",
+    )
+    older = derived.model_copy(update={"event_id": "evt_0123456789abcdef0123456789abcdef"})
+    assert "event_id" not in stored_change(derived, profile["_id"])
+    assert stored_change(older, profile["_id"])["event_id"] == older.event_id
+    for change in (derived, older):
+        assert restored_change(profile, stored_change(change, profile["_id"])) == change
+    # An entry written in full by an older version reads back as it was.
+    assert restored_change(profile, older.model_dump()) == older

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -185,8 +185,7 @@ class MembershipService:
                     continue
                 # Writing the profile drops a delivered outbox (only undelivered ones are in
                 # `outboxes`), and makes a new one due for the sweeper in case this process dies.
-                # The changes' own fields (flat values): what model_dump gives, without its cost.
-                profile["outbox"] = [dict(c.__dict__) for c in outboxes[pid]]
+                profile["outbox"] = [stored_change(c, pid) for c in outboxes[pid]]
                 profile["version"] = version + 1
                 due_at = _due_at(profile)
                 if outboxes[pid] and reason != "event":
@@ -318,7 +317,7 @@ class MembershipService:
         if (pid, expected[pid]) in delivered:
             profile["_dirty"] = True
             return
-        outboxes[pid].extend(MembershipChanged.model_validate(e) for e in profile["outbox"])
+        outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
 
     async def _deliver(self, changes: list[MembershipChanged]) -> None:
         """Memberships, counts, then events: each step idempotent, so a replay is harmless."""
@@ -436,6 +435,37 @@ def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
     change decided again, as a retry or replay does, keeps its id."""
     digest = hashlib.blake2b(f"{profile_id}|{audience_id}|{version}".encode(), digest_size=16)
     return f"evt_{digest.hexdigest()}"
+
+
+def stored_change(change: MembershipChanged, profile_id: str) -> dict[str, Any]:
+    """A change as its profile's outbox keeps it: without what the profile itself holds (project,
+    user) or what follows from the rest (an event id derived from profile, audience and version),
+    a smaller document to write and read on every change."""
+    stored = {
+        "type": change.type,
+        "audience_id": change.audience_id,
+        "occurred_at": change.occurred_at,
+        "version": change.version,
+        "reason": change.reason,
+    }
+    if change.event_id != change_event_id(profile_id, change.audience_id, change.version):
+        stored["event_id"] = change.event_id  # decided with a random id, before ids were derived
+    return stored
+
+
+def restored_change(profile: Profile, stored: dict[str, Any]) -> MembershipChanged:
+    """The change an outbox entry stands for (entries written in full by older versions too)."""
+    event_id = stored.get("event_id") or change_event_id(
+        profile["_id"], stored["audience_id"], stored["version"]
+    )
+    return MembershipChanged.model_validate(
+        {
+            **stored,
+            "project_id": profile["project_id"],
+            "user_id": profile["user_id"],
+            "event_id": event_id,
+        }
+    )
 
 
 def _due_at(profile: Profile) -> datetime | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import bson
 from bson.codec_options import CodecOptions
-from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -320,7 +320,7 @@ class MongoMembershipStore:
             pid = f"{change.project_id}/{change.user_id}"
             last[membership_id(change.audience_id, pid)] = change
         inserts: list[InsertOne[Document]] = []
-        deletes: list[DeleteOne] = []
+        deletes: list[str] = []
         for _id, change in last.items():
             if change.type == "membership.entered":
                 inserts.append(
@@ -337,12 +337,15 @@ class MongoMembershipStore:
                     )
                 )
             else:
-                deletes.append(DeleteOne({"_id": _id}))
+                deletes.append(_id)
         # Inserts and deletes touch different memberships, so their order does not matter.
         if inserts:
             await bulk_write_chunked(self._memberships, inserts, ignore_duplicates=True)
-        if deletes:
-            await bulk_write_chunked(self._memberships, deletes)
+        # One `_id: {$in}` delete per chunk: a third of the cost of as many single deletes.
+        for start in range(0, len(deletes), ID_LOOKUP_CHUNK):
+            await self._memberships.delete_many(
+                {"_id": {"$in": deletes[start : start + ID_LOOKUP_CHUNK]}}
+            )
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
