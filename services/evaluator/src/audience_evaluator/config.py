@@ -7,7 +7,10 @@ from audience_shared.topics import EVALUATOR_GROUP
 class Settings(BaseServiceSettings):
     port: int = 8001
     consumer_group: str = EVALUATOR_GROUP
-    batch_max_records: int = 500
+    # Under load, a bigger batch shares its fixed costs (one counter write per audience, one
+    # command per few hundred documents) among more events: 500 → 2,000 took bench-evaluator
+    # from 990 to 1,300 events/s. Under light load batches stay small (batch_timeout_ms).
+    batch_max_records: int = 2000
     batch_timeout_ms: int = 50
     # A time-driven entry or exit lands within this many seconds of its due time.
     sweep_interval_s: float = 5.0
