@@ -386,6 +386,9 @@ async def latency(
             )
             bar.advance(task)
     await producer.stop()
+    # Every offered event is waited for (a queue the offered rate built is part of the latency):
+    # until the evaluators have worked off their backlog, then for the last publishes.
+    await drained(bootstrap)
     deadline = time.perf_counter() + 30
     while len(received) < total and time.perf_counter() < deadline:
         await asyncio.sleep(0.2)

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ from audience_shared.store import connect_store, ensure_schema, ping
 from audience_shared.topics import PARTITIONS, Topic
 
 log = structlog.get_logger()
+
+RECONCILE_SPACING = 20
 
 
 @dataclass
@@ -126,10 +129,17 @@ class Container:
     async def run_reconciler(self) -> None:
         """Counts are incremental; a periodic exact count repairs any drift after a crash. Each
         pass also writes the hour's size-history point (the interval is well under an hour)."""
+        pause = self.settings.reconcile_interval_s
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval_s)
+            await asyncio.sleep(pause)
             try:
+                started = time.monotonic()
                 await self.lifecycle.reconcile()
+                # An exact count reads every membership (all of them decoded, on FerretDB): a
+                # pass that took t seconds waits RECONCILE_SPACING times t before the next, yet at
+                # most 50 minutes, so each hour still gets its history point.
+                took = time.monotonic() - started
+                pause = min(max(self.settings.reconcile_interval_s, RECONCILE_SPACING * took), 3000)
                 # Builds whose builder died are taken over once their lease ran out.
                 async with self.handlers.lock:
                     await self.lifecycle.resume_unfinished()

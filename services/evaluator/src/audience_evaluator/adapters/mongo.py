@@ -10,6 +10,7 @@ from typing import Any
 import bson
 from bson.codec_options import CodecOptions
 from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -89,6 +90,21 @@ class CountConflict(Contention):
         super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
 
 
+async def find_by_ids(
+    collection: AsyncCollection[Document],
+    ids: Sequence[str],
+    projection: Document | None = None,
+) -> dict[str, Document]:
+    """The documents with these ids, by id, read in `$in` chunks of ID_LOOKUP_CHUNK: FerretDB
+    answers a longer `$in` by decoding the whole collection."""
+    found: dict[str, Document] = {}
+    for start in range(0, len(ids), ID_LOOKUP_CHUNK):
+        chunk = list(ids[start : start + ID_LOOKUP_CHUNK])
+        cursor = collection.find({"_id": {"$in": chunk}}, projection)
+        found |= {doc["_id"]: doc async for doc in cursor}
+    return found
+
+
 def _marker_id(profile_id: str, version: int) -> str:
     return f"{profile_id}|{version}"
 
@@ -152,10 +168,7 @@ class MongoProfileStore:
         return found | stored
 
     async def _read(self, profile_ids: Sequence[str]) -> dict[str, Document]:
-        if not profile_ids:
-            return {}
-        cursor = self._profiles.find({"_id": {"$in": list(profile_ids)}})
-        return {doc["_id"]: doc async for doc in cursor}
+        return await find_by_ids(self._profiles, profile_ids)
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
         conflicts: set[str] = set()
@@ -230,12 +243,7 @@ class MongoProfileStore:
 
     async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
         by_id = {_marker_id(pid, version): (pid, version) for pid, version in outboxes}
-        keys = sorted(by_id)
-        found: set[tuple[str, int]] = set()
-        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
-            cursor = self._markers.find({"_id": {"$in": keys[start : start + ID_LOOKUP_CHUNK]}})
-            found |= {by_id[doc["_id"]] async for doc in cursor}
-        return found
+        return {by_id[key] for key in await find_by_ids(self._markers, sorted(by_id))}
 
     async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None:
         keys = [_marker_id(pid, version) for pid, version in outboxes]
@@ -290,13 +298,7 @@ class MongoProfileStore:
         # (an insert is far cheaper than an upsert on FerretDB); two processes inserting one key
         # at once leave a duplicate key error that means just that.
         unique = {link["_id"]: link for link in links}
-        keys = sorted(unique)
-        known: set[str] = set()
-        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
-            cursor = self._links.find(
-                {"_id": {"$in": keys[start : start + ID_LOOKUP_CHUNK]}}, {"_id": 1}
-            )
-            known |= {doc["_id"] async for doc in cursor}
+        known = await find_by_ids(self._links, sorted(unique), {"_id": 1})
         fresh = [InsertOne(link) for key, link in unique.items() if key not in known]
         if fresh:
             await bulk_write_chunked(self._links, fresh, ignore_duplicates=True)
@@ -380,15 +382,12 @@ class MongoMembershipStore:
         counts an older version kept in `audience_state` if there are any."""
         if not audience_ids:
             return
-        found = {
-            doc["_id"]: doc async for doc in self._counts.find({"_id": {"$in": list(audience_ids)}})
-        }
+        found = await find_by_ids(self._counts, audience_ids)
         missing = [aid for aid in audience_ids if aid not in found]
         if missing:
-            cursor = self._state.find(
-                {"_id": {"$in": missing}}, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
+            older = await find_by_ids(
+                self._state, missing, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
             )
-            older = {doc["_id"]: doc async for doc in cursor}
             for audience_id in missing:
                 seed = {
                     "_id": audience_id,
@@ -398,8 +397,7 @@ class MongoMembershipStore:
                 }
                 with contextlib.suppress(DuplicateKeyError):  # another process created it
                     await self._counts.insert_one(seed)
-            async for doc in self._counts.find({"_id": {"$in": missing}}):
-                found[doc["_id"]] = doc
+            found |= await find_by_ids(self._counts, missing)
         self._counters.update(found)
 
     async def _write_counters(self, writes: Mapping[str, Document]) -> set[str]:
