@@ -114,13 +114,12 @@ class FakeMembershipStore:
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         return sorted(self.members.get(audience_id, set()))
 
-    async def reconcile_count(self, audience_id: str) -> int:
-        self.counts[audience_id] = len(self.members.get(audience_id, set()))
-        return self.counts[audience_id]
+    async def member_count(self, audience_id: str) -> int:
+        return self.counts.get(audience_id, 0)
 
     async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
         for audience_id in audience_ids:
-            await self.reconcile_count(audience_id)
+            self.counts[audience_id] = len(self.members.get(audience_id, set()))
 
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         self.history.append((audience_id, now, self.counts.get(audience_id, 0)))

@@ -1,11 +1,12 @@
 """Use cases of the evaluator: fold events, decide memberships, time-driven changes, lifecycle."""
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -102,6 +103,12 @@ class MembershipService:
         # so the sweeper finds them without scanning the store.
         self._due_at: dict[str, datetime] = {}
         self._due_heap: list[tuple[datetime, str]] = []
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold off this process's processing (and so its deliveries) for the block."""
+        async with self._lock:
+            yield
 
     async def apply_user_events(self, events: Sequence[UserEventBase]) -> int:
         """Fold a batch of events in; returns how many membership changes it caused."""
@@ -586,7 +593,9 @@ class AudienceLifecycleService:
             },
         )
         await self._backfill(audience)
-        count = await self._memberships.reconcile_count(audience_id)
+        # The incremental count is exact through the backfill too (it went through the same
+        # path); recounting here would race the live events of the build.
+        count = await self._memberships.member_count(audience_id)
         now = self._clock()
         await self._catalog.set_state(
             audience_id,
@@ -603,7 +612,8 @@ class AudienceLifecycleService:
     async def reconcile(self) -> None:
         """Exact counts for every live audience, then this hour's size-history point of each."""
         audiences = list(self._registry.by_id.values())
-        await self._memberships.reconcile_counts([audience.id for audience in audiences])
+        async with self._service.exclusive():  # none of this process's deliveries in between
+            await self._memberships.reconcile_counts([audience.id for audience in audiences])
         for audience in audiences:
             await self._memberships.record_history(audience.id, audience.project_id, self._clock())
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import bson
+import structlog
 from bson.codec_options import CodecOptions
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -29,6 +30,7 @@ from audience_shared.store import (
 )
 
 Document = dict[str, Any]
+log = structlog.get_logger()
 DUPLICATE_KEY = 11000
 # Change ids a counter remembers: a replayed change (an outbox delivered again after a crash or
 # an outage) follows its original by seconds, far fewer changes than this to one audience.
@@ -429,30 +431,51 @@ class MongoMembershipStore:
         cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
         return [doc["profile_id"] async for doc in cursor]
 
-    async def reconcile_count(self, audience_id: str) -> int:
-        """Exact count from the memberships; also trims the applied-change ids to recent ones
-        (a replay only ever follows its original closely)."""
-        count = await self._memberships.count_documents({"audience_id": audience_id})
-        await self._set_count(audience_id, count)
-        return count
+    async def member_count(self, audience_id: str) -> int:
+        """The incremental count as the store holds it now."""
+        self._counters.pop(audience_id, None)
+        await self._read_counters([audience_id])
+        return int(self._counters[audience_id].get("member_count", 0))
 
     async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
-        """`reconcile_count` for many audiences with one pass over the memberships (on FerretDB
-        every count reads the whole collection)."""
+        """Repair counts that drifted from the memberships, with one pass over the memberships
+        (on FerretDB every count reads the whole collection).
+
+        The caller holds off this process's own deliveries. A counter that moved while the
+        memberships were counted (another process delivered) is left alone: its count could
+        not be told apart from one in flight, and the next pass looks again. A repair is
+        guarded by `count_version`, so a counter update that read the old count tries again.
+        """
+        before = await self._fresh_counters(audience_ids)
         cursor = await self._memberships.aggregate(
             [{"$group": {"_id": "$audience_id", "count": {"$sum": 1}}}]
         )
-        counts = {doc["_id"]: doc["count"] async for doc in cursor}
+        counted = {doc["_id"]: doc["count"] async for doc in cursor}
+        after = await self._fresh_counters(audience_ids)
         for audience_id in audience_ids:
-            await self._set_count(audience_id, counts.get(audience_id, 0))
+            version = after[audience_id].get("count_version")
+            count = counted.get(audience_id, 0)
+            if before[audience_id].get("count_version") != version:
+                continue
+            if after[audience_id].get("member_count", 0) == count:
+                continue
+            log.warning(
+                "count.repaired",
+                audience_id=audience_id,
+                was=after[audience_id].get("member_count", 0),
+                now=count,
+            )
+            await self._counts.update_one(
+                {"_id": audience_id, "count_version": version},
+                {"$set": {"member_count": count}, "$inc": {"count_version": 1}},
+            )
+            self._counters.pop(audience_id, None)
 
-    async def _set_count(self, audience_id: str, count: int) -> None:
-        await self._read_counters([audience_id])
-        # Moving count_version makes a counter update that read the old count try again.
-        await self._counts.update_one(
-            {"_id": audience_id}, {"$set": {"member_count": count}, "$inc": {"count_version": 1}}
-        )
-        self._counters.pop(audience_id, None)
+    async def _fresh_counters(self, audience_ids: Sequence[str]) -> dict[str, Document]:
+        for audience_id in audience_ids:
+            self._counters.pop(audience_id, None)
+        await self._read_counters(audience_ids)
+        return {audience_id: self._counters[audience_id] for audience_id in audience_ids}
 
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         """Write this hour's size-history point: the count now, and the entries and exits since
