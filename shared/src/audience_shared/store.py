@@ -24,6 +24,9 @@ INSERT_CHUNK = 250
 
 # Bulk commands of one call in flight at once.
 CONCURRENT_COMMANDS = 4
+# Ids per `$in` lookup: FerretDB (as we build it) answers up to 1,000 from the _id index, and a
+# longer `$in` by decoding the whole collection.
+ID_LOOKUP_CHUNK = 500
 
 
 def chunk_size(ops: Sequence[Any]) -> int:
@@ -167,3 +170,24 @@ async def apply_one(collection: AsyncCollection[Document], op: Any) -> int:
     if isinstance(op, DeleteOne):
         return (await collection.delete_one(op._filter)).deleted_count
     raise TypeError(f"unsupported bulk operation {op!r}")
+
+
+async def find_by_ids(
+    collection: AsyncCollection[Document],
+    ids: Sequence[str],
+    projection: Document | None = None,
+) -> dict[str, Document]:
+    """The documents with these ids, by id, read in `$in` chunks of ID_LOOKUP_CHUNK."""
+    found: dict[str, Document] = {}
+    for start in range(0, len(ids), ID_LOOKUP_CHUNK):
+        chunk = list(ids[start : start + ID_LOOKUP_CHUNK])
+        cursor = collection.find({"_id": {"$in": chunk}}, projection)
+        found |= {doc["_id"]: doc async for doc in cursor}
+    return found
+
+
+async def delete_by_ids(collection: AsyncCollection[Document], ids: Sequence[str]) -> None:
+    """Delete the documents with these ids, one `$in` delete per ID_LOOKUP_CHUNK (a third of the
+    cost of as many single deletes on FerretDB)."""
+    for start in range(0, len(ids), ID_LOOKUP_CHUNK):
+        await collection.delete_many({"_id": {"$in": list(ids[start : start + ID_LOOKUP_CHUNK])}})

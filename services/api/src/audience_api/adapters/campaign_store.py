@@ -9,11 +9,9 @@ from pymongo.errors import DuplicateKeyError
 
 from audience_api.adapters.mongo import MongoStore
 from audience_shared.profile import encode_key
+from audience_shared.store import find_by_ids
 
 Document = dict[str, Any]
-
-# Profiles asked for in one `$in` when results look up conversions.
-PROFILE_CHUNK = 500
 
 
 class MongoCampaignStore:
@@ -109,12 +107,8 @@ class MongoCampaignStore:
         path = f"events.{encode_key(event)}.last_at"
         found: dict[str, datetime] = {}
         ids = [f"{project_id}/{user_id}" for user_id in user_ids]
-        for start in range(0, len(ids), PROFILE_CHUNK):
-            cursor = self._db.profiles.find(
-                {"_id": {"$in": ids[start : start + PROFILE_CHUNK]}}, {"user_id": 1, path: 1}
-            )
-            async for doc in cursor:
-                at = doc.get("events", {}).get(encode_key(event), {}).get("last_at")
-                if isinstance(at, datetime):
-                    found[doc["user_id"]] = at
+        for doc in (await find_by_ids(self._db.profiles, ids, {"user_id": 1, path: 1})).values():
+            at = doc.get("events", {}).get(encode_key(event), {}).get("last_at")
+            if isinstance(at, datetime):
+                found[doc["user_id"]] = at
         return found

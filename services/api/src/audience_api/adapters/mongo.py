@@ -13,10 +13,9 @@ from pymongo.errors import DuplicateKeyError
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.rules import Group
 from audience_shared.schema import COUNT_FIELDS, INDEXES, UNIQUE
-from audience_shared.store import ensure_schema
+from audience_shared.store import ensure_schema, find_by_ids
 
 Document = dict[str, Any]
-HISTORY_CHUNK = 1000
 
 
 class MongoStore:
@@ -84,11 +83,12 @@ class MongoAudienceRepository:
         own, `audience_counts`, which a data directory from before it may lack)."""
         if not audience_ids:
             return {}
-        ids = {"_id": {"$in": list(audience_ids)}}
-        found = {doc["_id"]: doc async for doc in self._db.audience_state.find(ids, {"applied": 0})}
-        async for counts in self._db.audience_counts.find(ids, dict.fromkeys(COUNT_FIELDS, 1)):
-            if counts["_id"] in found:
-                found[counts["_id"]].update(counts)
+        found = await find_by_ids(self._db.audience_state, audience_ids, {"applied": 0})
+        counts = await find_by_ids(
+            self._db.audience_counts, list(found), dict.fromkeys(COUNT_FIELDS, 1)
+        )
+        for audience_id, state in found.items():
+            state.update(counts.get(audience_id, {}))
         return found
 
     async def claim_refresh(self, audience_id: str, version: int, at: datetime) -> bool:
@@ -101,13 +101,8 @@ class MongoAudienceRepository:
         return True
 
     async def history_points(self, point_ids: Sequence[str]) -> list[Document]:
-        points: list[Document] = []
         # By _id in bounded chunks: the one lookup FerretDB serves from an index.
-        for start in range(0, len(point_ids), HISTORY_CHUNK):
-            chunk = list(point_ids[start : start + HISTORY_CHUNK])
-            points.extend(
-                [doc async for doc in self._db.audience_history.find({"_id": {"$in": chunk}})]
-            )
+        points = list((await find_by_ids(self._db.audience_history, point_ids)).values())
         return sorted(points, key=lambda doc: doc["at"])
 
     async def rules_of_project(self, project_id: str) -> list[Document]:

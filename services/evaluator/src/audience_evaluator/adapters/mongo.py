@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import secrets
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -11,7 +12,6 @@ import bson
 import structlog
 from bson.codec_options import CodecOptions
 from pymongo import InsertOne, ReplaceOne, UpdateOne
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -27,6 +27,8 @@ from audience_shared.store import (
     INSERT_CHUNK,
     apply_one,
     bulk_write_chunked,
+    delete_by_ids,
+    find_by_ids,
 )
 
 Document = dict[str, Any]
@@ -36,8 +38,6 @@ DUPLICATE_KEY = 11000
 # an outage) follows its original by seconds, far fewer changes than this to one audience.
 APPLIED_KEPT = 2000
 COUNT_ROUNDS = 8
-# Ids per `$in` lookup: FerretDB (as we build it) answers up to 1,000 from the _id index.
-ID_LOOKUP_CHUNK = 500
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
@@ -90,21 +90,6 @@ class CountConflict(Contention):
 
     def __init__(self, audience_ids: list[str]) -> None:
         super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
-
-
-async def find_by_ids(
-    collection: AsyncCollection[Document],
-    ids: Sequence[str],
-    projection: Document | None = None,
-) -> dict[str, Document]:
-    """The documents with these ids, by id, read in `$in` chunks of ID_LOOKUP_CHUNK: FerretDB
-    answers a longer `$in` by decoding the whole collection."""
-    found: dict[str, Document] = {}
-    for start in range(0, len(ids), ID_LOOKUP_CHUNK):
-        chunk = list(ids[start : start + ID_LOOKUP_CHUNK])
-        cursor = collection.find({"_id": {"$in": chunk}}, projection)
-        found |= {doc["_id"]: doc async for doc in cursor}
-    return found
 
 
 def _marker_id(profile_id: str, version: int) -> str:
@@ -177,9 +162,15 @@ class MongoProfileStore:
         # New profiles are plain inserts, which go out in bigger (cheaper) commands.
         inserts = [write for write in writes if write[1] == 0]
         replaces = [write for write in writes if write[1] != 0]
+        # Each write carries a token of this call: when a guarded write matched nothing, the
+        # stored document's token tells "already ours" (a retried chunk) from "another writer
+        # won" (which may have written the same version number, from the same stale read).
+        token = secrets.token_hex(8)
+        for profile, _expected in writes:
+            profile["written_by"] = token
         for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
             for start in range(0, len(group), size):
-                conflicts |= await self._commit_chunk(group[start : start + size])
+                conflicts |= await self._commit_chunk(group[start : start + size], token)
         for profile, _expected in writes:
             if profile["_id"] not in conflicts:
                 self._cache.put(profile)
@@ -187,7 +178,7 @@ class MongoProfileStore:
         self._cache.drop(conflicts)
         return conflicts
 
-    async def _commit_chunk(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
+    async def _commit_chunk(self, writes: Sequence[tuple[Document, int]], token: str) -> set[str]:
         ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for profile, expected in writes:
             if expected == 0:
@@ -201,7 +192,7 @@ class MongoProfileStore:
         except (BulkWriteError, KeyError):
             # A lost race (duplicate insert); FerretDB's reply to it is unreadable, so apply the
             # chunk one by one: a replace already applied matches nothing and is told apart
-            # from a real conflict by the version check below.
+            # from a real conflict by the token check below.
             matched = 0
             for op, (profile, _expected) in zip(ops, writes, strict=True):
                 try:
@@ -209,11 +200,11 @@ class MongoProfileStore:
                 except DuplicateKeyError:
                     conflicts.add(profile["_id"])
         if matched + len(conflicts) < len(writes):
-            # A guarded replace that matched nothing lost a race: find which ones by version.
+            # A guarded replace that matched nothing lost a race: find which ones.
             stored = await self._read([p["_id"] for p, _ in writes])
             for profile, _expected in writes:
                 current = stored.get(profile["_id"])
-                if current is None or current.get("version") != profile["version"]:
+                if current is None or current.get("written_by") != token:
                     conflicts.add(profile["_id"])
         return conflicts
 
@@ -249,8 +240,7 @@ class MongoProfileStore:
 
     async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None:
         keys = [_marker_id(pid, version) for pid, version in outboxes]
-        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
-            await self._markers.delete_many({"_id": {"$in": keys[start : start + ID_LOOKUP_CHUNK]}})
+        await delete_by_ids(self._markers, keys)
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         # A profile with an undelivered outbox is due too (see OUTBOX_GRACE): one indexed query.
@@ -345,11 +335,7 @@ class MongoMembershipStore:
         # Inserts and deletes touch different memberships, so their order does not matter.
         if inserts:
             await bulk_write_chunked(self._memberships, inserts, ignore_duplicates=True)
-        # One `_id: {$in}` delete per chunk: a third of the cost of as many single deletes.
-        for start in range(0, len(deletes), ID_LOOKUP_CHUNK):
-            await self._memberships.delete_many(
-                {"_id": {"$in": deletes[start : start + ID_LOOKUP_CHUNK]}}
-            )
+        await delete_by_ids(self._memberships, deletes)
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
