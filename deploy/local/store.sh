@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
 # Bump the suffix whenever a patch in deploy/local/ferretdb/ changes, so cached builds are redone.
-FERRETDB_BUILD="$FERRETDB_VERSION-audiences.5"
+FERRETDB_BUILD="$FERRETDB_VERSION-audiences.6"
 FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_BUILD/ferretdb"
 DATA_DIR="$LOCAL/store/data"
 

@@ -1,7 +1,9 @@
 """MongoDB adapters of the evaluator: profiles, memberships, audience state."""
 
+import asyncio
 import contextlib
 import hashlib
+import random
 import secrets
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -38,6 +40,9 @@ DUPLICATE_KEY = 11000
 # an outage) follows its original by seconds, far fewer changes than this to one audience.
 APPLIED_KEPT = 2000
 COUNT_ROUNDS = 8
+# Writers that lost a counter race wait a random share of this (times the round) before trying
+# again, so the same writers do not collide again in lockstep.
+COUNT_BACKOFF_S = 0.005
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
@@ -350,9 +355,9 @@ class MongoMembershipStore:
         pending: dict[str, list[MembershipChanged]] = defaultdict(list)
         for change in changes:
             pending[change.audience_id].append(change)
-        for _ in range(COUNT_ROUNDS):
-            if not pending:
-                return
+        for attempt in range(COUNT_ROUNDS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, COUNT_BACKOFF_S * attempt))
             await self._read_counters([aid for aid in pending if aid not in self._counters])
             writes = {
                 audience_id: counted
@@ -363,6 +368,8 @@ class MongoMembershipStore:
             pending = {
                 aid: items for aid, items in pending.items() if aid in writes and aid not in landed
             }
+            if not pending:
+                return
         raise CountConflict(sorted(pending))
 
     async def _read_counters(self, audience_ids: Sequence[str]) -> None:
