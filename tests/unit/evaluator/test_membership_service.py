@@ -273,7 +273,7 @@ async def test_time_outbox__delivered__cleared_in_the_background(world: World) -
     world.clock.advance(timedelta(days=1, seconds=1))
     assert await world.sweeper.sweep_once() == 1
     profile = world.profiles.docs[f"{PROJECT}/u1"]
-    assert [c["type"] for c in profile["outbox"]] == ["membership.exited"]
+    assert [restored_change(profile, c).type for c in profile["outbox"]] == ["membership.exited"]
     # The sweeper's safety net in case this process dies before delivering.
     assert profile["due_at"] == world.clock.now + OUTBOX_GRACE
     assert await world.service.clear_delivered() == 0
@@ -551,9 +551,19 @@ def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
         reason="event",
     )
     older = derived.model_copy(update={"event_id": "evt_0123456789abcdef0123456789abcdef"})
-    assert "event_id" not in stored_change(derived, profile["_id"])
-    assert stored_change(older, profile["_id"])["event_id"] == older.event_id
-    for change in (derived, older):
+    assert older.event_id not in stored_change(derived, profile["_id"])
+    assert older.event_id in stored_change(older, profile["_id"])
+    exited = derived.model_copy(
+        update={
+            "type": "membership.exited",
+            "audience_id": "aud|with|bars",
+            "occurred_at": T0 + timedelta(microseconds=123457),
+            "reason": "time",
+            "event_id": change_event_id(profile["_id"], "aud|with|bars", 4),
+        }
+    )
+    for change in (derived, older, exited):
+        assert isinstance(stored_change(change, profile["_id"]), str)
         assert restored_change(profile, stored_change(change, profile["_id"])) == change
     # An entry written in full by an older version reads back as it was.
     assert restored_change(profile, older.model_dump()) == older

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Literal
 
@@ -444,24 +444,38 @@ def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
     return f"evt_{digest.hexdigest()}"
 
 
-def stored_change(change: MembershipChanged, profile_id: str) -> dict[str, Any]:
-    """A change as its profile's outbox keeps it: without what the profile itself holds (project,
-    user) or what follows from the rest (an event id derived from profile, audience and version),
-    a smaller document to write and read on every change."""
-    stored = {
-        "type": change.type,
-        "audience_id": change.audience_id,
-        "occurred_at": change.occurred_at,
-        "version": change.version,
-        "reason": change.reason,
-    }
-    if change.event_id != change_event_id(profile_id, change.audience_id, change.version):
-        stored["event_id"] = change.event_id  # decided with a random id, before ids were derived
-    return stored
+# An outbox entry, one string (<aud> is the audience id, last so it may hold anything):
+# "<+ entered or - exited><microseconds since EPOCH>|<version>|<reason>|<event id or empty>|<aud>"
+ENTERED_MARK, EXITED_MARK = "+", "-"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
-def restored_change(profile: Profile, stored: dict[str, Any]) -> MembershipChanged:
-    """The change an outbox entry stands for (entries written in full by older versions too)."""
+def stored_change(change: MembershipChanged, profile_id: str) -> str:
+    """A change as its profile's outbox keeps it: one string, without what the profile itself
+    holds (project, user) or what follows from the rest (an event id derived from profile,
+    audience and version). FerretDB stores a type schema beside every field of every
+    sub-document, so an entry kept as a document took ten times the bytes of its data, and the
+    outbox was most of a profile, written and read on every change."""
+    derived = change.event_id == change_event_id(profile_id, change.audience_id, change.version)
+    mark = ENTERED_MARK if change.type == "membership.entered" else EXITED_MARK
+    micros = (change.occurred_at - EPOCH) // MICROSECOND
+    event_id = "" if derived else change.event_id  # a random id, from before ids were derived
+    return f"{mark}{micros}|{change.version}|{change.reason}|{event_id}|{change.audience_id}"
+
+
+def restored_change(profile: Profile, stored: str | dict[str, Any]) -> MembershipChanged:
+    """The change an outbox entry stands for (entries older versions wrote as documents too)."""
+    if isinstance(stored, str):
+        head, version, reason, event_id, audience_id = stored.split("|", 4)
+        stored = {
+            "type": "membership.entered" if head[0] == ENTERED_MARK else "membership.exited",
+            "occurred_at": EPOCH + int(head[1:]) * MICROSECOND,
+            "version": int(version),
+            "reason": reason,
+            "audience_id": audience_id,
+            **({"event_id": event_id} if event_id else {}),
+        }
     event_id = stored.get("event_id") or change_event_id(
         profile["_id"], stored["audience_id"], stored["version"]
     )
