@@ -2,7 +2,7 @@
 # Provision and run the MongoDB-compatible store: AUDIENCES_MONGO_URL if given, else a mongod on
 # PATH, else FerretDB v1.24 (SQLite backend) built from its Go module with the patches in
 # deploy/local/ferretdb/ (see docs/operations.md, "FerretDB").
-# Usage: store.sh install|start|stop|status|url
+# Usage: store.sh install|start|stop|status|url|backend|ferretdb-bin
 source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
@@ -79,5 +79,7 @@ case "${1:-}" in
   status) pid_alive store && echo "store: $(backend) running on $(url)" || echo "store: $(backend), not running here" ;;
   url) url ;;
   backend) backend ;;
-  *) die "usage: store.sh install|start|stop|status|url|backend" ;;
+  # The FerretDB binary we build (built first if needed), whatever the backend in use.
+  ferretdb-bin) install_ferretdb >&2; echo "$FERRETDB_BIN" ;;
+  *) die "usage: store.sh install|start|stop|status|url|backend|ferretdb-bin" ;;
 esac
