@@ -6,6 +6,7 @@ have answered, so a slow gateway shows as latency, not as a politely slower clie
 """
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from bench.reliability.harness import Harness, Project, ScenarioResult, Sizes, c
 P99_TARGET_MS = 200.0
 TIMEOUT_S = 5.0
 LADDER = [25, 50, 100, 200, 300, 400, 600, 800, 1200, 1600]
+CONNECTIONS = 400  # at most this many requests in flight, over CLIENTS connection pools
+CLIENTS = 16
 
 
 @dataclass
@@ -66,13 +69,25 @@ class Load:
 
     async def offer(self, key: str, rate: float, seconds: float) -> Phase:
         phase = Phase(rate, seconds)
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-        async with httpx.AsyncClient(
-            base_url=self._h.api_url,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=TIMEOUT_S,
-            limits=limits,
-        ) as client:
+        # Requests are spread over several clients: httpx matches every queued request against
+        # every connection of its pool each time one starts or ends, so one pool of 400
+        # connections with thousands of requests waiting (an overload) burned the generator's
+        # whole core on that bookkeeping and stopped offering load at all.
+        limits = httpx.Limits(
+            max_connections=CONNECTIONS // CLIENTS, max_keepalive_connections=CONNECTIONS // CLIENTS
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=self._h.api_url,
+                        headers={"Authorization": f"Bearer {key}"},
+                        timeout=TIMEOUT_S,
+                        limits=limits,
+                    )
+                )
+                for _ in range(CLIENTS)
+            ]
             tasks: list[asyncio.Task[None]] = []
             started = time.monotonic()
             total = int(rate * seconds)
@@ -80,6 +95,7 @@ class Load:
                 delay = started + n / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                client = clients[n % CLIENTS]
                 tasks.append(asyncio.create_task(self._one(client, phase, started)))
             await asyncio.gather(*tasks)
         return phase
