@@ -196,6 +196,22 @@ async def test_sweeper__due_times_another_process_wrote__found_by_the_store_scan
     assert world.members("aud_a") == set()
 
 
+async def test_sweeper__given_partitions__scans_the_store_on_its_next_pass(world: World) -> None:
+    await world.audience("aud_a", "Users who did app_open in the last 7 days")
+    sweeper = SweepService(world.profiles, world.service, world.clock, scan_spacing=1e9)
+    await sweeper.sweep_once()  # the first pass scans the store; the next ones will not
+    other = MembershipService(
+        world.profiles, world.memberships, world.publisher, world.registry, world.clock
+    )
+    await other.apply_user_events([track("u1", "app_open")])  # due time kept by `other` only
+    world.clock.now = T0 + timedelta(days=7, seconds=1)
+    await sweeper.sweep_once()
+    assert world.members("aud_a") == {"u1"}  # not this process's due time, and no scan yet
+    sweeper.request_scan()  # u1's partition was just assigned to this process
+    await sweeper.sweep_once()
+    assert world.members("aud_a") == set()
+
+
 async def test_time_passing__did_not_purchase_in_30_days__enters_when_purchase_ages_out(
     world: World,
 ) -> None:

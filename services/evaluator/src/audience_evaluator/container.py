@@ -85,8 +85,14 @@ class Container:
             owner=f"{socket.gethostname()}:{os.getpid()}",
         )
         lock = asyncio.Lock()
+        sweeper = SweepService(profiles, memberships, clock)
         handlers = EvaluatorHandlers(
-            settings, memberships, lifecycle, KafkaDeadLetters(broker), lock
+            settings,
+            memberships,
+            lifecycle,
+            KafkaDeadLetters(broker),
+            lock,
+            on_partitions_assigned=sweeper.request_scan,
         )
         handlers.register(broker)
         return cls(
@@ -97,7 +103,7 @@ class Container:
             memberships=memberships,
             lifecycle=lifecycle,
             publisher=publisher,
-            sweeper=SweepService(profiles, memberships, clock),
+            sweeper=sweeper,
             handlers=handlers,
             membership_store=membership_store,
             catalog=catalog,

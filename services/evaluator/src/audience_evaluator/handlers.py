@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
@@ -73,6 +73,20 @@ async def raw_records(msg: StreamMessage[Any]) -> Any:
     return list(raw) if isinstance(raw, tuple) else [raw]
 
 
+class OnPartitionsAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Calls back when this consumer is given partitions (at startup, and after a rebalance)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            self._callback()
+
+
 class EvaluatorHandlers:
     """Holds the services; `lock` runs audience builds one at a time (profiles have their own
     lock inside MembershipService, so live events keep flowing while a build runs)."""
@@ -84,8 +98,11 @@ class EvaluatorHandlers:
         lifecycle: AudienceLifecycleService,
         dead_letters: KafkaDeadLetters,
         lock: asyncio.Lock,
+        on_partitions_assigned: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        # Profiles whose due times another process kept come with its partitions.
+        self._on_partitions_assigned = on_partitions_assigned
         self._memberships = memberships
         self._lifecycle = lifecycle
         self._dead_letters = dead_letters
@@ -178,6 +195,7 @@ class EvaluatorHandlers:
             # an exception rewinds the partitions so the batch is redelivered.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=raw_records,
+            listener=OnPartitionsAssigned(self._on_partitions_assigned),
         )(self.on_user_events)
         # Every evaluator process keeps its own registry current, so each reads every audience
         # change (no group). Missed changes are covered by the reload from the store at startup;
