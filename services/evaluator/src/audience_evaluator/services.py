@@ -715,10 +715,12 @@ class SweepService:
         # A scan that took t seconds is not run again for scan_spacing * t seconds.
         self._scan_spacing = scan_spacing
         self._next_scan = 0.0  # time.monotonic() of the next store scan
+        self._scan_requests = 0
 
     def request_scan(self) -> None:
         """Scan the store on the next pass (this process was just given partitions)."""
         self._next_scan = 0.0
+        self._scan_requests += 1
 
     async def sweep_once(self, limit: int = 1000) -> int:
         """One pass; reads run unlocked, only the writes take the profile lock."""
@@ -726,10 +728,11 @@ class SweepService:
         now = self._clock()
         ids = set(self._service.due_profile_ids(now, limit))
         if time.monotonic() >= self._next_scan:
-            started = time.monotonic()
+            started, requests = time.monotonic(), self._scan_requests
             ids.update(await self._profiles.profile_ids_to_sweep(now, limit))
             took = time.monotonic() - started
-            self._next_scan = time.monotonic() + took * self._scan_spacing
+            if self._scan_requests == requests:  # else partitions came during it: scan again
+                self._next_scan = time.monotonic() + took * self._scan_spacing
         if not ids:
             return 0
         # Touching a profile also replays an outbox a crash left undelivered.
