@@ -1,37 +1,44 @@
-"""The evaluator hears of partitions it is given, through FastStream, from the real broker."""
+"""A rebalance reaches the evaluator: each process hears of the partitions it is given (the
+sweeper then scans the store for due times the previous owner kept)."""
 
 import asyncio
-import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from faststream.middlewares import AckPolicy
 
-from audience_evaluator.handlers import OnPartitionsAssigned
-from audience_shared.kafka import ensure_topics, make_broker
-from audience_shared.topics import Topic
+from tests.integration.conftest import ServiceProcess, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
 
-async def test_consumer_in_a_group__given_partitions__calls_back(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap)
-    assigned = asyncio.Event()
-    broker = make_broker(kafka_bootstrap, client_id="rebalance-test")
+def _assignments(log_path: Path) -> int:
+    """How many partition assignments the evaluator writing this log has logged."""
+    return log_path.read_text().count('"event": "partitions.assigned"')
 
-    # Subscribed as EvaluatorHandlers.register subscribes to user events, in a group of its own.
-    @broker.subscriber(
-        Topic.USER_EVENTS,
-        group_id=f"rebalance-test-{secrets.token_hex(4)}",
-        batch=True,
-        auto_offset_reset="latest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        listener=OnPartitionsAssigned(assigned.set),
-    )
-    async def ignore(_: list[bytes]) -> None:
-        pass
 
-    await broker.start()
+async def _wait_for(condition: str, check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {condition}")
+        await asyncio.sleep(0.5)
+
+
+async def test_second_evaluator_joins__both_are_given_partitions(stack: Stack) -> None:
+    first = stack.services["evaluator"]
+    await _wait_for("the first evaluator got partitions", lambda: _assignments(first.log_path) > 0)
+    before = _assignments(first.log_path)
+    second = ServiceProcess("evaluator-rebalance", free_port(), stack.env)
+    second.start()
     try:
-        await asyncio.wait_for(assigned.wait(), timeout=60)
+        await _wait_for(
+            "the second evaluator got partitions", lambda: _assignments(second.log_path) > 0
+        )
+        await _wait_for(
+            "the first evaluator was assigned again after the rebalance",
+            lambda: _assignments(first.log_path) > before,
+        )
     finally:
-        await broker.stop()
+        second.stop()

@@ -83,6 +83,7 @@ class OnPartitionsAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
         pass
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions.assigned", partitions=sorted(tp.partition for tp in assigned))
         if assigned:
             self._callback()
 
