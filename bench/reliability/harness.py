@@ -404,7 +404,7 @@ async def actual_members(h: Harness, project: Project) -> dict[str, set[str]]:
         db = client[h.database]
         out: dict[str, set[str]] = {}
         for name, audience_id in project.audiences.items():
-            docs = db.memberships.find({"audience_id": audience_id}, {"user_id": 1})
+            docs = db.profiles.find({"audiences": audience_id}, {"user_id": 1})
             out[name] = {str(doc["user_id"]) async for doc in docs}
         return out
     finally:

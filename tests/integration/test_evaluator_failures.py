@@ -65,7 +65,7 @@ async def member_ids(stack: Stack, audience_id: str) -> set[str]:
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.env["AUDIENCES_MONGO_URL"])
     try:
-        docs = client[stack.database].memberships.find({"audience_id": audience_id})
+        docs = client[stack.database].profiles.find({"audiences": audience_id})
         return {str(doc["user_id"]) async for doc in docs}
     finally:
         await client.close()

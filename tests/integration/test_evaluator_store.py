@@ -3,6 +3,7 @@
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -63,5 +64,85 @@ async def test_counters__two_processes_at_once_and_a_replay__each_change_counts_
         counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
         assert counter is not None
         assert (counter["entered_total"], counter["exited_total"]) == (200, 1)
+    finally:
+        await client.close()
+
+
+async def test_reconcile__counts_from_profiles__an_audience_with_a_change_in_flight_waits(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    db = client[db_name]
+    store = MongoMembershipStore(db)
+    try:
+        await db.profiles.insert_many(
+            [
+                {"_id": "p/a", "version": 3, "audiences": ["aud_x", "aud_y"], "outbox": []},
+                {"_id": "p/b", "version": 1, "audiences": ["aud_x"], "outbox": []},
+                # Written, its entry into aud_y not delivered yet (no marker): in flight.
+                {
+                    "_id": "p/c",
+                    "version": 2,
+                    "audiences": ["aud_y"],
+                    "outbox": ["+1|2|event||aud_y"],
+                },
+                # Written and delivered (its marker is there): settled.
+                {
+                    "_id": "p/d",
+                    "version": 5,
+                    "audiences": ["aud_z"],
+                    "outbox": ["+1|5|event||aud_z"],
+                },
+            ]
+        )
+        await db.delivered_outboxes.insert_one({"_id": "p/d|5"})
+        await db.audience_counts.insert_many(
+            [
+                {"_id": aid, "member_count": 7, "applied": "", "count_version": 1}
+                for aid in ("aud_x", "aud_y", "aud_z", "aud_gone")
+            ]
+        )
+        await store.reconcile_counts(["aud_x", "aud_y", "aud_z", "aud_gone"])
+        counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
+        assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_gone": 0}
+        assert sorted(await store.member_profile_ids("aud_x")) == ["p/a", "p/b"]
+    finally:
+        await client.close()
+
+
+async def test_adopt_membership_documents__join_times_move_into_profiles__collection_dropped(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    db = client[db_name]
+    store = MongoMembershipStore(db)
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    try:
+        await db.profiles.insert_many(
+            [
+                {"_id": "p/a", "version": 4, "audiences": ["aud_x", "aud_y"]},
+                {"_id": "p/b", "version": 2, "audiences": ["aud_x"], "joined": {"aud_x": at}},
+            ]
+        )
+        await db.memberships.insert_many(
+            [
+                {"_id": f"{aid}|{pid}", "audience_id": aid, "profile_id": pid, "joined_at": when}
+                for aid, pid, when in (
+                    ("aud_x", "p/a", at),
+                    ("aud_y", "p/a", at + timedelta(hours=1)),
+                    ("aud_x", "p/b", at - timedelta(days=1)),
+                )
+            ]
+        )
+        assert await store.adopt_membership_documents() == 2
+        a = await db.profiles.find_one({"_id": "p/a"})
+        b = await db.profiles.find_one({"_id": "p/b"})
+        assert a is not None
+        assert b is not None
+        assert a["joined"] == {"aud_x": at, "aud_y": at + timedelta(hours=1)}
+        assert a["version"] == 4  # not a new version: outbox markers are keyed by it
+        assert b["joined"] == {"aud_x": at}  # written by this version already: kept
+        assert "memberships" not in await db.list_collection_names()
+        assert await store.adopt_membership_documents() == 0
     finally:
         await client.close()

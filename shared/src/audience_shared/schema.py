@@ -37,15 +37,12 @@ INDEXES: dict[str, list[IndexKeys]] = {
     "profiles": [
         [("project_id", A), ("_id", A)],
         [("due_at", A)],
-        [("audiences", A)],
+        # Members of an audience in user_id order: a membership is held by its profile.
+        [("audiences", A), ("user_id", A)],
         [("lists", A)],
         [("project_id", A), ("traits.external_id", A)],
         [("project_id", A), ("traits.email", A)],
         [("project_id", A), ("traits.phone", A)],
-    ],
-    "memberships": [
-        [("audience_id", A), ("user_id", A)],
-        [("audience_id", A), ("profile_id", A)],
     ],
     "sync_runs": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],
     "imports": [[("status", A), ("created_at", A)], [("audience_id", A), ("created_at", A)]],

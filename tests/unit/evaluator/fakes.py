@@ -88,20 +88,20 @@ class FakeProfileStore:
 
 
 class FakeMembershipStore:
-    def __init__(self) -> None:
-        self.members: dict[str, set[str]] = {}
+    """Counts and history; members are read from the profiles, as the real store does."""
+
+    def __init__(self, profiles: FakeProfileStore) -> None:
+        self._profiles = profiles
         self.counts: dict[str, int] = {}
         self.applied: set[str] = set()
         self.history: list[tuple[str, datetime, int]] = []
 
-    async def apply(self, changes: Sequence[MembershipChanged]) -> None:
-        for change in changes:
-            pid = f"{change.project_id}/{change.user_id}"
-            members = self.members.setdefault(change.audience_id, set())
-            if change.type == "membership.entered":
-                members.add(pid)
-            else:
-                members.discard(pid)
+    def members(self, audience_id: str) -> set[str]:
+        return {
+            pid
+            for pid, doc in self._profiles.docs.items()
+            if audience_id in doc.get("audiences", [])
+        }
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         for change in changes:
@@ -112,14 +112,17 @@ class FakeMembershipStore:
             self.counts[change.audience_id] = self.counts.get(change.audience_id, 0) + delta
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
-        return sorted(self.members.get(audience_id, set()))
+        return sorted(self.members(audience_id))
 
     async def member_count(self, audience_id: str) -> int:
         return self.counts.get(audience_id, 0)
 
     async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
         for audience_id in audience_ids:
-            self.counts[audience_id] = len(self.members.get(audience_id, set()))
+            self.counts[audience_id] = len(self.members(audience_id))
+
+    async def adopt_membership_documents(self) -> int:
+        return 0
 
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         self.history.append((audience_id, now, self.counts.get(audience_id, 0)))

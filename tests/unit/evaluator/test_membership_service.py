@@ -50,7 +50,7 @@ class World:
     def __init__(self) -> None:
         self.clock = Clock(T0)
         self.profiles = FakeProfileStore()
-        self.memberships = FakeMembershipStore()
+        self.memberships = FakeMembershipStore(self.profiles)
         self.publisher = FakePublisher()
         self.catalog = FakeCatalog()
         self.registry = AudienceRegistry()
@@ -83,7 +83,7 @@ class World:
         await self.lifecycle.on_change(audience_id, "created", version)
 
     def members(self, audience_id: str) -> set[str]:
-        return {pid.split("/", 1)[1] for pid in self.memberships.members.get(audience_id, set())}
+        return {pid.split("/", 1)[1] for pid in self.memberships.members(audience_id)}
 
 
 def identify(
@@ -160,6 +160,22 @@ async def test_trait_change__user_no_longer_matches__exits(world: World) -> None
         "membership.exited",
     ]
     assert world.memberships.counts["aud_p"] == 0
+
+
+async def test_membership__held_by_the_profile__with_the_time_joined(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.audience("aud_f", "Users with plan=free")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert (profile["audiences"], profile["joined"]) == (["aud_p"], {"aud_p": T0})
+    world.clock.advance(timedelta(hours=1))
+    await world.service.apply_user_events([identify("u1", at=world.clock.now, plan="free")])
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert (profile["audiences"], profile["joined"]) == (["aud_f"], {"aud_f": world.clock.now})
+    world.catalog.audiences["aud_f"]["archived"] = True
+    await world.lifecycle.on_change("aud_f", "archived", 1)
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert (profile["audiences"], profile["joined"]) == ([], {})
 
 
 async def test_time_passing__active_within_7_days__exits_without_any_event(world: World) -> None:

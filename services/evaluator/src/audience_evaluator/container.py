@@ -110,7 +110,8 @@ class Container:
         )
 
     async def prepare(self) -> None:
-        """Topics, indexes and the audience registry, retried until the broker and store answer."""
+        """Topics, indexes, older data moved on and the audience registry, retried until the broker
+        and store answer."""
         await self.handlers.retrying(
             "startup", lambda: ensure_topics(self.settings.kafka_bootstrap)
         )
@@ -118,10 +119,19 @@ class Container:
             "startup",
             lambda: ensure_schema(self.client[self.settings.mongo_database], INDEXES, UNIQUE),
         )
+        # Before consuming: profiles written from here on must find their old join times there.
+        await self.handlers.retrying("startup", self.membership_store.adopt_membership_documents)
         await self.handlers.retrying("startup", self.lifecycle.load_all)
 
     async def resume_builds(self) -> None:
+        """Build what is not built: interrupted builds, and audiences created or changed while
+        this process started, before its audience-changes consumer had a position."""
+        try:
+            await self.handlers.audience_changes_positioned()
+        except TimeoutError:
+            log.warning("audience_changes.not_positioned")  # the reconciler's reload covers it
         async with self.handlers.lock:
+            await self.handlers.retrying("resume_builds", self.lifecycle.load_all)
             await self.handlers.retrying("resume_builds", self.lifecycle.resume_unfinished)
 
     async def run_sweeper(self) -> None:
@@ -146,8 +156,10 @@ class Container:
                 # most 50 minutes, so each hour still gets its history point.
                 took = time.monotonic() - started
                 pause = min(max(self.settings.reconcile_interval_s, RECONCILE_SPACING * took), 3000)
-                # Builds whose builder died are taken over once their lease ran out.
+                # Builds whose builder died are taken over once their lease ran out, and a
+                # change this process missed (its consumer never positioned) is caught up.
                 async with self.handlers.lock:
+                    await self.lifecycle.load_all()
                     await self.lifecycle.resume_unfinished()
             except Exception as exc:
                 log.warning("reconcile.failed", error=repr(exc))

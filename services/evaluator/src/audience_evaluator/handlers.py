@@ -201,11 +201,26 @@ class EvaluatorHandlers:
         # Every evaluator process keeps its own registry current, so each reads every audience
         # change (no group). Missed changes are covered by the reload from the store at startup;
         # builds are claimed in the store so only one process backfills.
-        broker.subscriber(
+        self._audience_changes = broker.subscriber(
             Topic.AUDIENCE_CHANGES,
             batch=True,
             max_records=50,
             batch_timeout_ms=self._settings.batch_timeout_ms,
             auto_offset_reset="latest",
             decoder=raw_records,
-        )(self.on_audience_changes)
+        )
+        self._audience_changes(self.on_audience_changes)
+
+    async def audience_changes_positioned(self, timeout_s: float = 60.0) -> None:
+        """Wait until the audience-changes consumer has its starting offsets: every change
+        published from then on reaches this process. A change published between the startup
+        reload of the catalog and this moment does not, so the caller reloads again after it."""
+        consumer = self._audience_changes.consumer
+        if consumer is None:
+            return  # not started (the broker is not running)
+        async with asyncio.timeout(timeout_s):
+            # A consumer without a group has no assignment callback to wait on: poll.
+            while not consumer.assignment():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            for partition in consumer.assignment():
+                await consumer.position(partition)

@@ -71,6 +71,7 @@ def new_profile(project_id: str, user_id: str) -> Profile:
         "lists": [],
         "list_times": {},
         "audiences": [],
+        "joined": {},
         "seen": [],
         "outbox": [],
     }

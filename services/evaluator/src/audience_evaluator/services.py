@@ -2,20 +2,20 @@
 
 import asyncio
 import contextlib
-import hashlib
 import heapq
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
 from audience_evaluator.errors import Contention
 from audience_evaluator.identity import identity_links
+from audience_evaluator.outbox import change_event_id, restored_change, stored_change
 from audience_evaluator.ports import (
     AudienceCatalog,
     MembershipPublisher,
@@ -327,10 +327,10 @@ class MembershipService:
         outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
 
     async def _deliver(self, changes: list[MembershipChanged]) -> None:
-        """Memberships, counts, then events: each step idempotent, so a replay is harmless."""
+        """Counts, then events: each step idempotent, so a replay is harmless. (The memberships
+        themselves are in the profiles, written already.)"""
         if not changes:
             return
-        await self._memberships.apply(changes)
         await self._memberships.count_changes(changes)
         await self._publisher.publish(changes)
 
@@ -364,6 +364,7 @@ class MembershipService:
         due: dict[str, datetime] = dict(profile.get("due", {}))
         due_before = dict(due)
         members: list[str] = list(profile.get("audiences", []))
+        joined: dict[str, datetime] = dict(profile.get("joined", {}))
         decided: list[MembershipChanged] = []
         for audience_id in archived:
             if audience_id in members:
@@ -387,6 +388,7 @@ class MembershipService:
             was_member = audience.id in members
             if evaluation.matched and not was_member:
                 members.append(audience.id)
+                joined[audience.id] = now
                 kind: Literal["membership.entered", "membership.exited"] = "membership.entered"
             elif not evaluation.matched and was_member:
                 members.remove(audience.id)
@@ -401,6 +403,8 @@ class MembershipService:
             return None  # a re-evaluation that changed nothing needs no write
         profile["_dirty"] = True
         profile["due"] = due
+        # Join times of the audiences held (a time older versions did not record stays absent).
+        profile["joined"] = {aid: joined[aid] for aid in members if aid in joined}
         return decided
 
     def _retire(self, source: Profile) -> list[MembershipChanged]:
@@ -411,6 +415,7 @@ class MembershipService:
             for audience_id in source.get("audiences", [])
         ]
         source["audiences"] = []
+        source["joined"] = {}
         source["due"] = {}
         source["_dirty"] = True
         return exits
@@ -435,58 +440,6 @@ class MembershipService:
             version=version,
             reason=reason,
         )
-
-
-def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
-    """The event id of the change a profile version made to an audience (at most one): the same
-    change decided again, as a retry or replay does, keeps its id."""
-    digest = hashlib.blake2b(f"{profile_id}|{audience_id}|{version}".encode(), digest_size=16)
-    return f"evt_{digest.hexdigest()}"
-
-
-# An outbox entry, one string (<aud> is the audience id, last so it may hold anything):
-# "<+ entered or - exited><microseconds since EPOCH>|<version>|<reason>|<event id or empty>|<aud>"
-ENTERED_MARK, EXITED_MARK = "+", "-"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def stored_change(change: MembershipChanged, profile_id: str) -> str:
-    """A change as its profile's outbox keeps it: one string, without what the profile itself
-    holds (project, user) or what follows from the rest (an event id derived from profile,
-    audience and version). FerretDB stores a type schema beside every field of every
-    sub-document, so an entry kept as a document took ten times the bytes of its data, and the
-    outbox was most of a profile, written and read on every change."""
-    derived = change.event_id == change_event_id(profile_id, change.audience_id, change.version)
-    mark = ENTERED_MARK if change.type == "membership.entered" else EXITED_MARK
-    micros = (change.occurred_at - EPOCH) // MICROSECOND
-    event_id = "" if derived else change.event_id  # a random id, from before ids were derived
-    return f"{mark}{micros}|{change.version}|{change.reason}|{event_id}|{change.audience_id}"
-
-
-def restored_change(profile: Profile, stored: str | dict[str, Any]) -> MembershipChanged:
-    """The change an outbox entry stands for (entries older versions wrote as documents too)."""
-    if isinstance(stored, str):
-        head, version, reason, event_id, audience_id = stored.split("|", 4)
-        stored = {
-            "type": "membership.entered" if head[0] == ENTERED_MARK else "membership.exited",
-            "occurred_at": EPOCH + int(head[1:]) * MICROSECOND,
-            "version": int(version),
-            "reason": reason,
-            "audience_id": audience_id,
-            **({"event_id": event_id} if event_id else {}),
-        }
-    event_id = stored.get("event_id") or change_event_id(
-        profile["_id"], stored["audience_id"], stored["version"]
-    )
-    return MembershipChanged.model_validate(
-        {
-            **stored,
-            "project_id": profile["project_id"],
-            "user_id": profile["user_id"],
-            "event_id": event_id,
-        }
-    )
 
 
 def _due_at(profile: Profile) -> datetime | None:

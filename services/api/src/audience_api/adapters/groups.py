@@ -7,11 +7,9 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from audience_api.adapters.mongo import MongoStore
+from audience_api.adapters.mongo import SEARCHED_TRAITS, MongoStore
 
 Document = dict[str, Any]
-
-SEARCHED_TRAITS = ("email", "phone", "full_name", "name", "first_name", "last_name")
 
 
 class MongoGroupRepository:
@@ -43,45 +41,40 @@ class MongoGroupRepository:
         after: tuple[str, str] | None,
         search: str | None,
     ) -> list[Document]:
-        """Memberships of the audiences in (user_id, audience_id) order, with contact traits."""
-        clauses: list[Document] = [{"audience_id": {"$in": list(audience_ids)}}]
+        """Memberships of the audiences in (user_id, audience_id) order, with contact traits.
+
+        A membership is held by its profile, so one profile gives a row per audience of these it
+        holds; `first + 1` profiles give at least `first` rows even when the one at the cursor
+        has none left."""
+        wanted = sorted(audience_ids)
+        query: Document = {"audiences": {"$in": wanted}}
         if after is not None:
-            user_id, audience_id = after
-            clauses.append(
-                {
-                    "$or": [
-                        {"user_id": {"$gt": user_id}},
-                        {"user_id": user_id, "audience_id": {"$gt": audience_id}},
-                    ]
-                }
-            )
+            query["user_id"] = {"$gte": after[0]}
         if search:
             pattern = {"$regex": re.escape(search), "$options": "i"}
-            matches = self._db.profiles.find(
-                {
-                    "audiences": {"$in": list(audience_ids)},
-                    "$or": [{f"traits.{name}": pattern} for name in SEARCHED_TRAITS],
-                },
-                {"user_id": 1},
-            )
-            clauses.append({"user_id": {"$in": [d["user_id"] async for d in matches]}})
+            query["$or"] = [{f"traits.{name}": pattern} for name in SEARCHED_TRAITS]
         cursor = (
-            self._db.memberships.find({"$and": clauses})
-            .sort([("user_id", ASCENDING), ("audience_id", ASCENDING)])
-            .limit(first)
+            self._db.profiles.find(query, {"user_id": 1, "traits": 1, "audiences": 1, "joined": 1})
+            .sort("user_id", ASCENDING)
+            .limit(first + 1)
         )
-        members = [doc async for doc in cursor]
-        if not members:
-            return []
-        profiles = {
-            doc["_id"]: doc
-            async for doc in self._db.profiles.find(
-                {"_id": {"$in": [m["profile_id"] for m in members]}}, {"traits": 1}
-            )
-        }
-        for member in members:
-            member["traits"] = profiles.get(member["profile_id"], {}).get("traits", {})
-        return members
+        rows: list[Document] = []
+        async for doc in cursor:
+            held = set(doc.get("audiences") or ())
+            for audience_id in wanted:
+                if audience_id not in held or (
+                    after is not None and (doc["user_id"], audience_id) <= after
+                ):
+                    continue
+                rows.append(
+                    {
+                        "user_id": doc["user_id"],
+                        "audience_id": audience_id,
+                        "traits": doc.get("traits") or {},
+                        "joined_at": (doc.get("joined") or {}).get(audience_id),
+                    }
+                )
+        return rows[:first]
 
     async def next_segment_no(self, project_id: str) -> int:
         """The project's next segment number. The counter proposes, the insert of a number's own

@@ -17,6 +17,9 @@ from audience_shared.store import ensure_schema, find_by_ids
 
 Document = dict[str, Any]
 
+# The contact traits a member search looks in.
+SEARCHED_TRAITS = ("email", "phone", "full_name", "name", "first_name", "last_name")
+
 
 class MongoStore:
     """Holds the database handle and creates the indexes the gateway relies on."""
@@ -123,43 +126,27 @@ class MongoAudienceRepository:
     async def members(
         self, audience_id: str, first: int, after: str | None, search: str | None
     ) -> list[Document]:
-        """Members in user_id order with their contact traits, optionally filtered by search."""
-        query: Document = {"audience_id": audience_id}
+        """Members in user_id order with their traits and join time, optionally filtered by
+        search. A membership is held by its profile (`audiences`, joined at `joined`)."""
+        query: Document = {"audiences": audience_id}
         if after is not None:
             query["user_id"] = {"$gt": after}
         if search:
             pattern = {"$regex": re.escape(search), "$options": "i"}
-            matches = self._db.profiles.find(
-                {
-                    "audiences": audience_id,
-                    "$or": [
-                        {"traits.email": pattern},
-                        {"traits.phone": pattern},
-                        {"traits.full_name": pattern},
-                        {"traits.name": pattern},
-                        {"traits.first_name": pattern},
-                        {"traits.last_name": pattern},
-                    ],
-                },
-                {"user_id": 1},
-            )
-            query["user_id"] = {
-                **query.get("user_id", {}),
-                "$in": [d["user_id"] async for d in matches],
+            query["$or"] = [{f"traits.{name}": pattern} for name in SEARCHED_TRAITS]
+        cursor = (
+            self._db.profiles.find(query, {"user_id": 1, "traits": 1, "joined": 1})
+            .sort("user_id", ASCENDING)
+            .limit(first)
+        )
+        return [
+            {
+                "user_id": doc["user_id"],
+                "traits": doc.get("traits") or {},
+                "joined_at": (doc.get("joined") or {}).get(audience_id),
             }
-        cursor = self._db.memberships.find(query).sort("user_id", ASCENDING).limit(first)
-        members = [doc async for doc in cursor]
-        if not members:
-            return []
-        profiles = {
-            doc["_id"]: doc
-            async for doc in self._db.profiles.find(
-                {"_id": {"$in": [m["profile_id"] for m in members]}}, {"traits": 1}
-            )
-        }
-        for member in members:
-            member["traits"] = profiles.get(member["profile_id"], {}).get("traits", {})
-        return members
+            async for doc in cursor
+        ]
 
 
 class MongoProfileReader:
@@ -185,7 +172,7 @@ class MongoProfileReader:
         return {doc["user_id"] async for doc in self._db.profiles.find(query, {"user_id": 1})}
 
     async def member_ids(self, audience_id: str) -> set[str]:
-        cursor = self._db.memberships.find({"audience_id": audience_id}, {"user_id": 1})
+        cursor = self._db.profiles.find({"audiences": audience_id}, {"user_id": 1})
         return {doc["user_id"] async for doc in cursor}
 
     async def profile(self, project_id: str, user_id: str) -> Document | None:

@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_evaluator.errors import Contention
+from audience_evaluator.outbox import outbox_audience
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
@@ -99,10 +100,6 @@ class CountConflict(Contention):
 
 def _marker_id(profile_id: str, version: int) -> str:
     return f"{profile_id}|{version}"
-
-
-def membership_id(audience_id: str, profile_id: str) -> str:
-    return f"{audience_id}|{profile_id}"
 
 
 class ProfileCache:
@@ -302,45 +299,20 @@ class MongoProfileStore:
 
 
 class MongoMembershipStore:
+    """Counts, history and the members of audiences. A membership is held by its profile
+    (`audiences`, with the time each was joined in `joined`), written with the profile's version
+    guard in the same write as the decision: there is no second copy to drift or reorder."""
+
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._memberships = db.memberships
+        self._profiles = db.profiles
+        self._markers = db.delivered_outboxes
+        self._old_memberships = db.memberships
         self._state = db.audience_state
         self._counts = db.audience_counts
         self._history = db.audience_history
         # Counter documents as this process last wrote or read them. Every write is guarded by
         # `count_version`, so a copy another process has moved on since only costs a re-read.
         self._counters: dict[str, Document] = {}
-
-    async def apply(self, changes: Sequence[MembershipChanged]) -> None:
-        """Make each membership match the last change decided for it: entered inserts the
-        document (kept as it is if a replay finds it there), exited deletes it."""
-        last: dict[str, MembershipChanged] = {}
-        for change in changes:
-            pid = f"{change.project_id}/{change.user_id}"
-            last[membership_id(change.audience_id, pid)] = change
-        inserts: list[InsertOne[Document]] = []
-        deletes: list[str] = []
-        for _id, change in last.items():
-            if change.type == "membership.entered":
-                inserts.append(
-                    InsertOne(
-                        {
-                            "_id": _id,
-                            "audience_id": change.audience_id,
-                            "project_id": change.project_id,
-                            "user_id": change.user_id,
-                            "profile_id": f"{change.project_id}/{change.user_id}",
-                            "joined_at": change.occurred_at,
-                            "version": change.version,
-                        }
-                    )
-                )
-            else:
-                deletes.append(_id)
-        # Inserts and deletes touch different memberships, so their order does not matter.
-        if inserts:
-            await bulk_write_chunked(self._memberships, inserts, ignore_duplicates=True)
-        await delete_by_ids(self._memberships, deletes)
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
@@ -421,8 +393,8 @@ class MongoMembershipStore:
         }
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
-        cursor = self._memberships.find({"audience_id": audience_id}, {"profile_id": 1})
-        return [doc["profile_id"] async for doc in cursor]
+        cursor = self._profiles.find({"audiences": audience_id}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
 
     async def member_count(self, audience_id: str) -> int:
         """The incremental count as the store holds it now."""
@@ -431,24 +403,32 @@ class MongoMembershipStore:
         return int(self._counters[audience_id].get("member_count", 0))
 
     async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
-        """Repair counts that drifted from the memberships, with one pass over the memberships
-        (on FerretDB every count reads the whole collection).
+        """Repair counts that drifted from the profiles' memberships, with one pass over the
+        profiles (on FerretDB every count reads the whole collection).
 
-        The caller holds off this process's own deliveries. A counter that moved while the
-        memberships were counted (another process delivered) is left alone: its count could
-        not be told apart from one in flight, and the next pass looks again. A repair is
-        guarded by `count_version`, so a counter update that read the old count tries again.
+        The caller holds off this process's own deliveries. A profile's membership is visible
+        from its write, its count moves when its outbox is delivered: an audience named in an
+        outbox that has no delivered marker may have a change in flight (another process between
+        write and delivery, or one that died there), so it is left to the next pass. So is a
+        counter that moved while the profiles were counted. A repair is guarded by
+        `count_version`, so a counter update that read the old count tries again.
         """
+        wanted = set(audience_ids)
         before = await self._fresh_counters(audience_ids)
-        cursor = await self._memberships.aggregate(
-            [{"$group": {"_id": "$audience_id", "count": {"$sum": 1}}}]
+        cursor = await self._profiles.aggregate(
+            [
+                {"$match": {"audiences": {"$in": sorted(wanted)}}},
+                {"$unwind": "$audiences"},
+                {"$group": {"_id": "$audiences", "count": {"$sum": 1}}},
+            ]
         )
         counted = {doc["_id"]: doc["count"] async for doc in cursor}
+        in_flight = await self._audiences_in_flight()
         after = await self._fresh_counters(audience_ids)
         for audience_id in audience_ids:
             version = after[audience_id].get("count_version")
             count = counted.get(audience_id, 0)
-            if before[audience_id].get("count_version") != version:
+            if before[audience_id].get("count_version") != version or audience_id in in_flight:
                 continue
             if after[audience_id].get("member_count", 0) == count:
                 continue
@@ -463,6 +443,41 @@ class MongoMembershipStore:
                 {"$set": {"member_count": count}, "$inc": {"count_version": 1}},
             )
             self._counters.pop(audience_id, None)
+
+    async def _audiences_in_flight(self) -> set[str]:
+        """Audiences named in profile outboxes not known to be delivered."""
+        outboxes: dict[str, tuple[str, list[Any]]] = {}
+        cursor = self._profiles.find({"outbox.0": {"$exists": True}}, {"version": 1, "outbox": 1})
+        async for doc in cursor:
+            outboxes[_marker_id(doc["_id"], doc.get("version", 0))] = (doc["_id"], doc["outbox"])
+        delivered = await find_by_ids(self._markers, sorted(outboxes), {"_id": 1})
+        return {
+            outbox_audience(entry)
+            for key, (_pid, entries) in outboxes.items()
+            if key not in delivered
+            for entry in entries
+        }
+
+    async def adopt_membership_documents(self) -> int:
+        """Move join times from the `memberships` collection older versions kept into their
+        profiles' `joined`, then drop it; returns how many profiles took them. Idempotent: a
+        profile that has `joined` already keeps it, and the collection goes only at the end."""
+        if await self._old_memberships.estimated_document_count() == 0:
+            return 0
+        joined: dict[str, dict[str, datetime]] = defaultdict(dict)
+        cursor = self._old_memberships.find({}, {"profile_id": 1, "audience_id": 1, "joined_at": 1})
+        async for doc in cursor:
+            joined[doc["profile_id"]][doc["audience_id"]] = doc["joined_at"]
+        # Not a new version: the profile's outbox markers are keyed by it, and a guarded write
+        # that races this one only loses join times older versions wrote.
+        ops = [
+            UpdateOne({"_id": pid, "joined": {"$exists": False}}, {"$set": {"joined": times}})
+            for pid, times in joined.items()
+        ]
+        await bulk_write_chunked(self._profiles, ops)
+        await self._old_memberships.drop()
+        log.info("memberships.adopted", profiles=len(ops))
+        return len(ops)
 
     async def _fresh_counters(self, audience_ids: Sequence[str]) -> dict[str, Document]:
         for audience_id in audience_ids:

@@ -234,50 +234,40 @@ class MongoIdentityStore:
 
 
 class MongoMemberSource:
-    """Members of an audience as the evaluator recorded them, with their profiles' traits."""
+    """Members of an audience as the evaluator holds them: the profiles carrying it in
+    `audiences`, with their traits and the time each joined (`joined`)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
 
     async def count_members(self, audience_id: str) -> int:
-        return await self._db.memberships.count_documents({"audience_id": audience_id})
+        return await self._db.profiles.count_documents({"audiences": audience_id})
 
     async def member_pages(
         self, audience_id: str, after: str | None, size: int
     ) -> AsyncIterator[list[Document]]:
-        query: Document = {"audience_id": audience_id}
+        query: Document = {"audiences": audience_id}
         if after is not None:
             query["user_id"] = {"$gt": after}
-        # One cursor for the whole unload: on FerretDB every query of memberships by audience is
-        # a scan, so a query per page would make the unload quadratic in the audience's size.
-        cursor = self._db.memberships.find(
-            query, {"user_id": 1, "joined_at": 1, "profile_id": 1}, batch_size=size
+        # One cursor for the whole unload: on FerretDB every query of profiles by audience is a
+        # scan, so a query per page would make the unload quadratic in the audience's size.
+        cursor = self._db.profiles.find(
+            query, {"user_id": 1, "joined": 1, "traits": 1}, batch_size=size
         ).sort("user_id", ASCENDING)
         page: list[Document] = []
         async for doc in cursor:
-            page.append(doc)
+            page.append(
+                {
+                    "user_id": doc["user_id"],
+                    "joined_at": (doc.get("joined") or {}).get(audience_id),
+                    "traits": doc.get("traits") or {},
+                }
+            )
             if len(page) >= size:
-                yield await self._with_traits(page)
+                yield page
                 page = []
         if page:
-            yield await self._with_traits(page)
-
-    async def _with_traits(self, members: list[Document]) -> list[Document]:
-        ids = [m["profile_id"] for m in members]
-        traits: dict[str, Document] = {}
-        for start in range(0, len(ids), ID_BATCH):
-            cursor = self._db.profiles.find(
-                {"_id": {"$in": ids[start : start + ID_BATCH]}}, {"traits": 1}
-            )
-            traits.update({doc["_id"]: doc.get("traits") or {} async for doc in cursor})
-        return [
-            {
-                "user_id": m["user_id"],
-                "joined_at": m.get("joined_at"),
-                "traits": traits.get(m["profile_id"], {}),
-            }
-            for m in members
-        ]
+            yield page
 
 
 class MongoScheduleStore:

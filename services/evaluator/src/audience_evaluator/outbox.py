@@ -1,0 +1,67 @@
+"""Outbox entries: the membership changes a profile write decided, kept in it until delivered."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from audience_evaluator.profiles import Profile
+from audience_shared.events import MembershipChanged
+
+
+def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
+    """The event id of the change a profile version made to an audience (at most one): the same
+    change decided again, as a retry or replay does, keeps its id."""
+    digest = hashlib.blake2b(f"{profile_id}|{audience_id}|{version}".encode(), digest_size=16)
+    return f"evt_{digest.hexdigest()}"
+
+
+# An outbox entry, one string (<aud> is the audience id, last so it may hold anything):
+# "<+ entered or - exited><microseconds since EPOCH>|<version>|<reason>|<event id or empty>|<aud>"
+ENTERED_MARK, EXITED_MARK = "+", "-"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def stored_change(change: MembershipChanged, profile_id: str) -> str:
+    """A change as its profile's outbox keeps it: one string, without what the profile itself
+    holds (project, user) or what follows from the rest (an event id derived from profile,
+    audience and version). FerretDB stores a type schema beside every field of every
+    sub-document, so an entry kept as a document took ten times the bytes of its data, and the
+    outbox was most of a profile, written and read on every change."""
+    derived = change.event_id == change_event_id(profile_id, change.audience_id, change.version)
+    mark = ENTERED_MARK if change.type == "membership.entered" else EXITED_MARK
+    micros = (change.occurred_at - EPOCH) // MICROSECOND
+    event_id = "" if derived else change.event_id  # a random id, from before ids were derived
+    return f"{mark}{micros}|{change.version}|{change.reason}|{event_id}|{change.audience_id}"
+
+
+def restored_change(profile: Profile, stored: str | dict[str, Any]) -> MembershipChanged:
+    """The change an outbox entry stands for (entries older versions wrote as documents too)."""
+    if isinstance(stored, str):
+        head, version, reason, event_id, audience_id = stored.split("|", 4)
+        stored = {
+            "type": "membership.entered" if head[0] == ENTERED_MARK else "membership.exited",
+            "occurred_at": EPOCH + int(head[1:]) * MICROSECOND,
+            "version": int(version),
+            "reason": reason,
+            "audience_id": audience_id,
+            **({"event_id": event_id} if event_id else {}),
+        }
+    event_id = stored.get("event_id") or change_event_id(
+        profile["_id"], stored["audience_id"], stored["version"]
+    )
+    return MembershipChanged.model_validate(
+        {
+            **stored,
+            "project_id": profile["project_id"],
+            "user_id": profile["user_id"],
+            "event_id": event_id,
+        }
+    )
+
+
+def outbox_audience(stored: str | dict[str, Any]) -> str:
+    """The audience an outbox entry changes, without restoring the whole change."""
+    if isinstance(stored, str):
+        return stored.split("|", 4)[4]
+    return str(stored["audience_id"])
