@@ -327,12 +327,17 @@ class MembershipService:
         outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
 
     async def _deliver(self, changes: list[MembershipChanged]) -> None:
-        """Counts, then events: each step idempotent, so a replay is harmless. (The memberships
-        themselves are in the profiles, written already.)"""
+        """Events, then counts; the caller then marks the outboxes delivered. The memberships
+        themselves are in the profiles, written already.
+
+        Publishing first puts nothing between counting and the marker but the two store writes:
+        a replay after a crash in between counts again only if the counter forgot the change's
+        token (see APPLIED_KEPT), so the shorter that gap, the better. A replayed publish is a
+        duplicate with the same event id, which subscribers dedupe."""
         if not changes:
             return
-        await self._memberships.count_changes(changes)
         await self._publisher.publish(changes)
+        await self._memberships.count_changes(changes)
 
     def _apply(
         self,
