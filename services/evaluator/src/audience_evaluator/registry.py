@@ -4,6 +4,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from audience_evaluator.profiles import EVERYTHING
@@ -41,30 +42,32 @@ class ActiveAudience:
     depends_on: frozenset[str]
     list_based: bool = False
 
-    def affected_by(self, changed: set[str]) -> bool:
-        """Whether a profile change can alter this audience's answer."""
-        if EVERYTHING in changed:
-            return True
+    @cached_property
+    def triggers(self) -> frozenset[str]:
+        """The profile changes (as `fold` names them, "kind:name") that can alter the answer,
+        except "any event" (`refs.any_event`), which no finite set names."""
         if self.list_based:
-            return f"list:{self.id}" in changed
-        for item in changed:
-            kind, _, name = item.partition(":")
-            if kind == "trait" and any(
-                ref == name or ref.startswith(f"{name}.") or (ref == "last_active" and name == ref)
-                for ref in self.refs.traits
-            ):
-                return True
-            if kind == "event" and (name in self.refs.events or self.refs.any_event):
-                return True
-            if kind == "derived" and self.refs.any_event:
-                return True
-            if kind == "counter" and name in self.refs.counters:
-                return True
-            if kind == "intent" and name in self.refs.intent_topics:
-                return True
-            if kind == "audience" and name in self.refs.audiences:
-                return True
-        return False
+            return frozenset({f"list:{self.id}"})
+        keys = {f"event:{name}" for name in self.refs.events}
+        for ref in self.refs.traits:
+            # A trait written as a whole affects every path under it: "a" and "a.b" for "a.b.c".
+            parts = ref.split(".")
+            keys.update(f"trait:{'.'.join(parts[:n])}" for n in range(1, len(parts) + 1))
+        keys.update(f"counter:{name}" for name in self.refs.counters)
+        keys.update(f"intent:{topic}" for topic in self.refs.intent_topics)
+        keys.update(f"audience:{audience_id}" for audience_id in self.refs.audiences)
+        return frozenset(keys)
+
+    def affected_by(self, changed: set[str]) -> bool:
+        """Whether a profile change can alter this audience's answer (evaluated per profile and
+        audience, so a set intersection rather than a walk of the references)."""
+        if EVERYTHING in changed or not self.triggers.isdisjoint(changed):
+            return True
+        return self.refs.any_event and any(item.startswith(ANY_EVENT) for item in changed)
+
+
+# Changes every event (or a field derived from all of them) makes, for `refs.any_event`.
+ANY_EVENT = ("event:", "derived:")
 
 
 def compile_audience(doc: dict[str, Any]) -> ActiveAudience:
@@ -98,6 +101,7 @@ class AudienceRegistry:
 
     by_id: dict[str, ActiveAudience] = field(default_factory=dict)
     _ordered: dict[str, list[ActiveAudience]] = field(default_factory=dict)
+    _counters: dict[str, list[CounterSpec]] = field(default_factory=dict)
 
     def replace_all(self, audiences: Iterable[ActiveAudience]) -> None:
         self.by_id = {audience.id: audience for audience in audiences}
@@ -115,16 +119,20 @@ class AudienceRegistry:
         return self._ordered.get(project_id, [])
 
     def counters(self, project_id: str) -> list[CounterSpec]:
-        specs: dict[str, CounterSpec] = {}
-        for audience in self.for_project(project_id):
-            specs.update(audience.refs.counters)
-        return list(specs.values())
+        return self._counters.get(project_id, [])
 
     def _reorder(self) -> None:
         grouped: dict[str, list[ActiveAudience]] = defaultdict(list)
         for audience in self.by_id.values():
             grouped[audience.project_id].append(audience)
         self._ordered = {project: _topological(items) for project, items in grouped.items()}
+        # Asked for every profile processed: worked out once per change of the audiences.
+        self._counters = {}
+        for project, audiences in self._ordered.items():
+            specs: dict[str, CounterSpec] = {}
+            for audience in audiences:
+                specs.update(audience.refs.counters)
+            self._counters[project] = list(specs.values())
 
 
 def _topological(audiences: list[ActiveAudience]) -> list[ActiveAudience]:
