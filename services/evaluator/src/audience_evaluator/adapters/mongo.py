@@ -444,19 +444,29 @@ class MongoMembershipStore:
             )
             self._counters.pop(audience_id, None)
 
-    async def _audiences_in_flight(self) -> set[str]:
-        """Audiences named in profile outboxes not known to be delivered."""
-        outboxes: dict[str, tuple[str, list[Any]]] = {}
-        cursor = self._profiles.find({"outbox.0": {"$exists": True}}, {"version": 1, "outbox": 1})
+    async def _audiences_in_flight(self, chunk: int = 1000) -> set[str]:
+        """Audiences named in profile outboxes not known to be delivered (read in chunks: most
+        profiles keep a delivered outbox until their next write)."""
+        in_flight: set[str] = set()
+
+        async def check(outboxes: dict[str, list[Any]]) -> None:
+            delivered = await find_by_ids(self._markers, sorted(outboxes), {"_id": 1})
+            for key, entries in outboxes.items():
+                if key not in delivered:
+                    in_flight.update(outbox_audience(entry) for entry in entries)
+
+        outboxes: dict[str, list[Any]] = {}
+        cursor = self._profiles.find(
+            {"outbox.0": {"$exists": True}}, {"version": 1, "outbox": 1}, batch_size=chunk
+        )
         async for doc in cursor:
-            outboxes[_marker_id(doc["_id"], doc.get("version", 0))] = (doc["_id"], doc["outbox"])
-        delivered = await find_by_ids(self._markers, sorted(outboxes), {"_id": 1})
-        return {
-            outbox_audience(entry)
-            for key, (_pid, entries) in outboxes.items()
-            if key not in delivered
-            for entry in entries
-        }
+            outboxes[_marker_id(doc["_id"], doc.get("version", 0))] = doc["outbox"]
+            if len(outboxes) >= chunk:
+                await check(outboxes)
+                outboxes = {}
+        if outboxes:
+            await check(outboxes)
+        return in_flight
 
     async def adopt_membership_documents(self) -> int:
         """Move join times from the `memberships` collection older versions kept into their
