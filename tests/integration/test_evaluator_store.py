@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from audience_evaluator.adapters.mongo import MongoMembershipStore, MongoProfileStore
+from audience_evaluator.adapters import mongo as store_module
+from audience_evaluator.adapters.mongo import (
+    MongoMembershipStore,
+    MongoProfileStore,
+    change_token,
+)
 from audience_shared.events import MembershipChanged
 
 pytestmark = pytest.mark.integration
@@ -66,6 +71,65 @@ async def test_counters__two_processes_at_once_and_a_replay__each_change_counts_
         assert (counter["entered_total"], counter["exited_total"]) == (200, 1)
     finally:
         await client.close()
+
+
+async def test_counters__settled_changes__forgotten_at_the_next_write(
+    mongo_url: str, db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLE_GRACE_S", 0.0)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    store = MongoMembershipStore(client[db_name])
+    first, second = [change("u1"), change("u2")], [change("u3")]
+    try:
+        await store.count_changes(first)
+        await store.count_changes(first)  # a replay before the mark: recognised
+        assert await tokens(client, db_name) == {change_token(c.event_id) for c in first}
+        store.settle(first)
+        await store.count_changes(second)
+        assert await tokens(client, db_name) == {change_token(second[0].event_id)}
+        assert await store.member_count("aud") == 3
+    finally:
+        await client.close()
+
+
+async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_while(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    old = change("u1")
+    await client[db_name].audience_counts.insert_one(
+        {
+            "_id": "aud",
+            "member_count": 1,
+            "entered_total": 1,
+            "exited_total": 0,
+            "applied": change_token(old.event_id),
+            "count_version": 4,
+        }
+    )
+    try:
+        await MongoMembershipStore(client[db_name]).count_changes([old, change("u2")])
+        counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+        assert counter is not None
+        assert counter["member_count"] == 2  # the replay of what an older process counted: not
+        assert counter["applied_before"] == change_token(old.event_id)
+        # Once their time is up, the old tokens go with the next write.
+        await client[db_name].audience_counts.update_one(
+            {"_id": "aud"}, {"$set": {"applied_before_until": 0.0}}
+        )
+        await MongoMembershipStore(client[db_name]).count_changes([change("u3")])
+        counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+        assert counter is not None
+        assert "applied_before" not in counter
+        assert counter["member_count"] == 3
+    finally:
+        await client.close()
+
+
+async def tokens(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> set[str]:
+    counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+    assert counter is not None
+    return set(counter["applied"].split())
 
 
 async def test_reconcile__counts_from_profiles__an_audience_with_a_change_in_flight_waits(

@@ -1,5 +1,7 @@
 """MembershipService with in-memory fakes: folding, transitions, dedupe, time, lifecycle."""
 
+import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -297,6 +299,59 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     assert profile["outbox"]
     assert profile["due_at"] is None
     assert world.profiles.markers == {(f"{PROJECT}/u1", profile["version"])}
+
+
+async def test_crash_between_counting_and_marking__replay_counts_nothing_twice(
+    world: World,
+) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    mark = world.profiles.mark_delivered
+
+    async def store_gone(outboxes: object) -> None:
+        raise ConnectionError("store down")
+
+    world.profiles.mark_delivered = store_gone  # type: ignore[method-assign,assignment]
+    with pytest.raises(ConnectionError):
+        await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
+    assert world.memberships.counts["aud_p"] == 1
+    world.profiles.mark_delivered = mark  # type: ignore[method-assign]
+    await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
+    assert world.memberships.counts["aud_p"] == 1
+
+
+async def test_outbox_taken_over__its_writer_delivers_it_meanwhile__counted_once(
+    world: World,
+) -> None:
+    """Another process reads a profile whose outbox its writer has not marked yet, so it replays
+    the outbox; the writer then counts, marks and settles (its counter token may go at once).
+    The replay sees the mark right before counting and leaves the count alone."""
+    await world.audience("aud_p", "Users with plan=premium")
+    writer_may_publish = asyncio.Event()
+
+    class HeldPublisher(FakePublisher):
+        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+            await writer_may_publish.wait()
+            await super().publish(changes)
+
+    writer = MembershipService(
+        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock
+    )
+    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
+    while f"{PROJECT}/u1" not in world.profiles.docs:
+        await asyncio.sleep(0)
+
+    class WriterFinishesNow(FakePublisher):
+        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+            await super().publish(changes)
+            writer_may_publish.set()
+            await writing
+
+    other = MembershipService(
+        world.profiles, world.memberships, WriterFinishesNow(), world.registry, world.clock
+    )
+    await other.apply_user_events([identify("u1", plan="premium", age=30)])
+    assert world.memberships.counts["aud_p"] == 1
+    assert world.members("aud_p") == {"u1"}
 
 
 async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:

@@ -59,6 +59,11 @@ class ProfileStore(Protocol):
 class MembershipStore(Protocol):
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None: ...
 
+    def settle(self, changes: Sequence[MembershipChanged]) -> None:
+        """The changes' outboxes are marked delivered: no replay of them will come, and counters
+        may forget their tokens."""
+        ...
+
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         """The profiles holding the audience in their `audiences`."""
         ...

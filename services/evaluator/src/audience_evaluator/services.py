@@ -47,6 +47,9 @@ BUILD_LEASE = timedelta(seconds=60)
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
+# A taken-over change is checked against the delivered marks of this many versions before it is
+# counted (it rides along in each write of its profile until delivered: rarely more than two).
+TAKEOVER_VERSIONS_CHECKED = 50
 
 # Outboxes written for events stay in their profiles once delivered, with a marker saying so: if
 # the process dies before delivering one, the broker redelivers the events (their offsets are
@@ -142,6 +145,8 @@ class MembershipService:
         pending = dict(work)
         changes: list[MembershipChanged] = []
         committed: list[tuple[str, int, datetime | None]] = []
+        # Changes replayed from outboxes another write left: event id → (profile, version read).
+        replayed: dict[str, tuple[str, int]] = {}
         now = self._clock()
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
@@ -220,6 +225,11 @@ class MembershipService:
                 self._note_due(profile["_id"], profile.get("due_at"))
                 if outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])
+                    replayed.update(
+                        (change.event_id, (profile["_id"], read_version))
+                        for change in outboxes[profile["_id"]]
+                        if change.version <= read_version
+                    )
                     committed.append((profile["_id"], profile["version"], _due_at(profile)))
             # A conflict on a merge source retries the whole user, so the merge stays atomic.
             retry = {
@@ -232,8 +242,9 @@ class MembershipService:
         if pending:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
-        await self._deliver(changes)
+        await self._deliver(changes, replayed)
         await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
+        self._memberships.settle(changes)
         # Only outboxes with a grace (not written for events) are cleared in the background.
         delivered_at = self._clock() if reason != "event" else None
         for pid, version, due_at in committed:
@@ -326,18 +337,51 @@ class MembershipService:
             return
         outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
 
-    async def _deliver(self, changes: list[MembershipChanged]) -> None:
-        """Events, then counts; the caller then marks the outboxes delivered. The memberships
-        themselves are in the profiles, written already.
+    async def _deliver(
+        self, changes: list[MembershipChanged], replayed: Mapping[str, tuple[str, int]]
+    ) -> None:
+        """Events, then counts; the caller then marks the outboxes delivered and settles the
+        changes. The memberships themselves are in the profiles, written already.
 
-        Publishing first puts nothing between counting and the marker but the two store writes:
-        a replay after a crash in between counts again only if the counter forgot the change's
-        token (see APPLIED_KEPT), so the shorter that gap, the better. A replayed publish is a
-        duplicate with the same event id, which subscribers dedupe."""
+        A counter keeps a change's token until the change is settled, so a replay after a crash
+        between counting and marking is recognised. A replayed change whose outbox its writer
+        marked delivered after this process read it was counted by that writer, whose counter
+        token may be gone by now: it is published again (subscribers dedupe by event id) but not
+        counted. Publishing first puts nothing between that check and the count."""
         if not changes:
             return
         await self._publisher.publish(changes)
-        await self._memberships.count_changes(changes)
+        counted_elsewhere = await self._delivered_since_read(changes, replayed)
+        await self._memberships.count_changes(
+            [change for change in changes if change.event_id not in counted_elsewhere]
+        )
+
+    async def _delivered_since_read(
+        self, changes: Sequence[MembershipChanged], replayed: Mapping[str, tuple[str, int]]
+    ) -> set[str]:
+        """Event ids of replayed changes that an outbox holding them was marked delivered for:
+        any write of the profile from the change's version to the version this process read."""
+        spans = {
+            change.event_id: (
+                replayed[change.event_id][0],
+                range(
+                    max(change.version, replayed[change.event_id][1] - TAKEOVER_VERSIONS_CHECKED),
+                    replayed[change.event_id][1] + 1,
+                ),
+            )
+            for change in changes
+            if change.event_id in replayed
+        }
+        if not spans:
+            return set()
+        marked = await self._profiles.delivered_markers(
+            sorted({(pid, version) for pid, versions in spans.values() for version in versions})
+        )
+        return {
+            event_id
+            for event_id, (pid, versions) in spans.items()
+            if any((pid, version) in marked for version in versions)
+        }
 
     def _apply(
         self,

@@ -5,7 +5,8 @@ import contextlib
 import hashlib
 import random
 import secrets
-from collections import OrderedDict, defaultdict
+import time
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,9 +38,19 @@ from audience_shared.store import (
 Document = dict[str, Any]
 log = structlog.get_logger()
 DUPLICATE_KEY = 11000
-# Change ids a counter remembers: a replayed change (an outbox delivered again after a crash or
-# an outage) follows its original by seconds, far fewer changes than this to one audience.
-APPLIED_KEPT = 2000
+# A counter keeps the token of each change it applied until the change is settled: its outbox is
+# marked delivered, so no process that reads the profile from then on replays it. A process that
+# took the outbox over just before the mark checks the marks again right before it counts; the
+# grace covers that check's distance from its count.
+SETTLE_GRACE_S = 1.0
+# Tokens a counter keeps at most. Only changes nobody settles stay longer than the grace (their
+# process died after counting them, and no replay settled them since).
+APPLIED_KEPT = 5000
+# How long a process remembers settled tokens it has not written out yet (its next write of the
+# audience's counter drops them): an audience that stops changing keeps a few in its counter.
+SETTLED_REMEMBERED_S = 600.0
+# Tokens of a counter written before changes were settled, kept this long after the upgrade.
+BEFORE_SETTLING_KEPT_S = 600.0
 COUNT_ROUNDS = 8
 # Writers that lost a counter race wait a random share of this (times the round) before trying
 # again, so the same writers do not collide again in lockstep.
@@ -64,10 +75,32 @@ def applied_tokens(doc: Document | None) -> list[str]:
     return applied.split()
 
 
-def _counted(doc: Document, items: Sequence[MembershipChanged]) -> Document | None:
-    """The counter document with the not-yet-applied changes applied; None if all were."""
-    applied = applied_tokens(doc)
-    seen = set(applied)
+def _settling(doc: Document, now: float) -> Document:
+    """The counter as this version keeps it. One written by a version that kept the last
+    thousands of tokens instead of settling them has them moved to `applied_before`, kept for
+    BEFORE_SETTLING_KEPT_S (a replay of what an older process counted comes within it)."""
+    if doc.get("settling"):
+        if doc.get("applied_before") and doc.get("applied_before_until", 0) <= now:
+            return {k: v for k, v in doc.items() if not k.startswith("applied_before")}
+        return doc
+    before = " ".join(applied_tokens(doc))
+    upgraded = {**doc, "settling": True, "applied": ""}
+    if before:
+        upgraded |= {"applied_before": before, "applied_before_until": now + BEFORE_SETTLING_KEPT_S}
+    return upgraded
+
+
+def _counted(
+    doc: Document,
+    items: Sequence[MembershipChanged],
+    settled: set[str] | frozenset[str] = frozenset(),
+    now: float | None = None,
+) -> Document | None:
+    """The counter document with the not-yet-applied changes applied and the settled tokens
+    dropped; None if every change was applied already (nothing to write)."""
+    doc = _settling(doc, time.time() if now is None else now)
+    applied = [token for token in applied_tokens(doc) if token not in settled]
+    seen = set(applied).union(doc.get("applied_before", "").split())
     entered = exited = 0
     for change in items:
         token = change_token(change.event_id)
@@ -313,16 +346,54 @@ class MongoMembershipStore:
         # Counter documents as this process last wrote or read them. Every write is guarded by
         # `count_version`, so a copy another process has moved on since only costs a re-read.
         self._counters: dict[str, Document] = {}
+        # Per audience, tokens of changes this process settled, oldest first, with when.
+        self._settled: dict[str, deque[tuple[float, set[str]]]] = defaultdict(deque)
+
+    def settle(self, changes: Sequence[MembershipChanged]) -> None:
+        """The changes' outboxes are marked delivered: their counters may forget their tokens
+        (at this process's next write of each, once SETTLE_GRACE_S has passed)."""
+        now = time.monotonic()
+        tokens: dict[str, set[str]] = defaultdict(set)
+        for change in changes:
+            tokens[change.audience_id].add(change_token(change.event_id))
+        for audience_id, settled in tokens.items():
+            self._settled[audience_id].append((now, settled))
+        for audience_id in list(self._settled):
+            entries = self._settled[audience_id]
+            while entries and entries[0][0] < now - SETTLED_REMEMBERED_S:
+                entries.popleft()  # written out by nobody: the counter's cap drops them
+            if not entries:
+                del self._settled[audience_id]
+
+    def _forgettable(self, audience_id: str, cutoff: float) -> tuple[int, set[str]]:
+        """How many of the audience's settled entries are past their grace, and their tokens."""
+        entries = self._settled.get(audience_id, ())
+        ready = 0
+        tokens: set[str] = set()
+        for at, settled in entries:
+            if at > cutoff:
+                break
+            ready += 1
+            tokens |= settled
+        return ready, tokens
+
+    def _written_out(self, audience_id: str, ready: int) -> None:
+        entries = self._settled.get(audience_id)
+        for _ in range(min(ready, len(entries or ()))):
+            entries.popleft()  # type: ignore[union-attr]
+        if audience_id in self._settled and not self._settled[audience_id]:
+            del self._settled[audience_id]
 
     async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
 
         One counter document per audience (`audience_counts`), written whole once per batch:
-        it keeps the tokens of the last APPLIED_KEPT changes it applied, so a replayed change is
-        recognised, and each write is guarded by `count_version`, so it lands only if no other
-        writer moved the counter since this process read it (else that audience is read again
-        and tried again). A whole-document replace guarded by version is one statement on
-        FerretDB as we build it, and the batch's counters go out in one command.
+        it keeps the tokens of the changes it applied until they are settled (see settle and
+        SETTLE_GRACE_S), so a replayed change is recognised, and each write is guarded by
+        `count_version`, so it lands only if no other writer moved the counter since this
+        process read it (else that audience is read again and tried again). A whole-document
+        replace guarded by version is one statement on FerretDB as we build it, and the batch's
+        counters go out in one command.
         """
         pending: dict[str, list[MembershipChanged]] = defaultdict(list)
         for change in changes:
@@ -331,12 +402,21 @@ class MongoMembershipStore:
             if attempt:
                 await asyncio.sleep(random.uniform(0, COUNT_BACKOFF_S * attempt))
             await self._read_counters([aid for aid in pending if aid not in self._counters])
+            cutoff = time.monotonic() - SETTLE_GRACE_S
+            forgettable = {aid: self._forgettable(aid, cutoff) for aid in pending}
             writes = {
                 audience_id: counted
                 for audience_id, items in pending.items()
-                if (counted := _counted(self._counters[audience_id], items)) is not None
+                if (
+                    counted := _counted(
+                        self._counters[audience_id], items, forgettable[audience_id][1]
+                    )
+                )
+                is not None
             }
             landed = await self._write_counters(writes)
+            for audience_id in landed:
+                self._written_out(audience_id, forgettable[audience_id][0])
             pending = {
                 aid: items for aid, items in pending.items() if aid in writes and aid not in landed
             }
@@ -356,12 +436,15 @@ class MongoMembershipStore:
                 self._state, missing, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
             )
             for audience_id in missing:
-                seed = {
-                    "_id": audience_id,
-                    **{name: older.get(audience_id, {}).get(name, 0) for name in COUNT_FIELDS},
-                    "applied": " ".join(applied_tokens(older.get(audience_id))),
-                    "count_version": 0,
-                }
+                seed = _settling(
+                    {
+                        "_id": audience_id,
+                        **{name: older.get(audience_id, {}).get(name, 0) for name in COUNT_FIELDS},
+                        "applied": " ".join(applied_tokens(older.get(audience_id))),
+                        "count_version": 0,
+                    },
+                    time.time(),
+                )
                 with contextlib.suppress(DuplicateKeyError):  # another process created it
                     await self._counts.insert_one(seed)
             found |= await find_by_ids(self._counts, missing)
