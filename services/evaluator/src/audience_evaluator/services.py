@@ -47,6 +47,7 @@ BUILD_LEASE = timedelta(seconds=60)
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
+CHANGE_FIELDS = frozenset(MembershipChanged.model_fields)
 # A taken-over change is checked against the delivered marks of this many versions before it is
 # counted (it rides along in each write of its profile until delivered: rarely more than two).
 TAKEOVER_VERSIONS_CHECKED = 50
@@ -478,8 +479,10 @@ class MembershipService:
         now: datetime,
     ) -> MembershipChanged:
         version = profile.get("version", 0) + 1
-        # Built from values this service produced, so without validation (thousands a batch).
+        # Built from values this service produced, so without validation (thousands a batch),
+        # and with every field given, which spares model_construct working out which were.
         return MembershipChanged.model_construct(
+            set(CHANGE_FIELDS),
             type=kind,
             event_id=change_event_id(profile["_id"], audience_id, version),
             project_id=profile["project_id"],
