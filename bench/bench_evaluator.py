@@ -42,6 +42,8 @@ from bench.infra import ROOT, fresh_infrastructure
 console = Console()
 PROJECT = "prj_bench"
 GROUP = "bench-evaluator"
+# In the latency phase at the fixed rate, one offered event in this many is a timed probe.
+PROBE_EVERY = 20
 
 AUDIENCES = [
     "Users with plan=premium",
@@ -95,7 +97,9 @@ def audience_docs(count: int) -> list[dict[str, Any]]:
     return docs
 
 
-def make_events(events: int, users: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
+def make_events(
+    events: int, users: int, seed: int = 11, first_id: int = 0
+) -> list[tuple[bytes, bytes]]:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out = []
@@ -107,7 +111,7 @@ def make_events(events: int, users: int, seed: int = 11) -> list[tuple[bytes, by
             "project_id": PROJECT,
             "user_id": user,
             "timestamp": at,
-            "event_id": f"b{n}",
+            "event_id": f"b{first_id + n}",
         }
         if roll < 0.25:
             body |= {
@@ -329,9 +333,18 @@ async def drained(bootstrap: str, timeout_s: float = 900) -> None:
 
 
 async def latency(
-    bootstrap: str, rate: int, seconds: int, first_user: int = 0
+    bootstrap: str,
+    rate: int,
+    seconds: int,
+    first_user: int = 0,
+    mix: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[float, float, int]:
-    """Offer identify events that each cause one entry; time publish → membership.entered."""
+    """Offer events at a fixed rate; time publish → membership.entered of the probes among them.
+
+    A probe is a new user's first identify (it enters `aud_bench000`, and about nine other
+    audiences with it). With `mix`, one event in PROBE_EVERY is a probe and the others are the
+    mix, the benchmark's workload; without, every event is a probe (a worst case: a new user's
+    first event is the most expensive one there is)."""
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
     consumer = AIOKafkaConsumer(
@@ -373,6 +386,11 @@ async def latency(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if mix and n % PROBE_EVERY:
+                key, value = mix[n % len(mix)]
+                await producer.send(Topic.USER_EVENTS, value=value, key=key)
+                bar.advance(task)
+                continue
             user = f"lat{first_user + n}"
             body = {
                 "type": "identify",
@@ -474,13 +492,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 name: round(after - cpu_before[name], 1)
                 for name, after in cpu_seconds(processes).items()
             }
-            p50, p99, measured = await latency(bootstrap, args.rate, args.seconds)
+            # The benchmark's own workload (fresh events for the same users) at the fixed rate.
+            mix = make_events(args.rate * args.seconds, args.users, seed=12, first_id=args.events)
+            p50, p99, measured = await latency(bootstrap, args.rate, args.seconds, mix=mix)
+            # The worst case at the same rate: every event a new user's first.
+            await drained(bootstrap)
+            new_p50, new_p99, new_measured = await latency(
+                bootstrap, args.rate, args.seconds, first_user=args.rate * args.seconds
+            )
             # Also below saturation: latency where the evaluator keeps up, not queueing (once
             # the backlog the fixed rate left is worked off).
             await drained(bootstrap)
             light_rate = max(int(events_per_s / 2), 1)
             light_p50, light_p99, light_measured = await latency(
-                bootstrap, light_rate, args.seconds, first_user=args.rate * args.seconds
+                bootstrap, light_rate, args.seconds, first_user=2 * args.rate * args.seconds
             )
             store_seconds = await store_time(evaluator_ports(args.evaluators))
         finally:
@@ -509,6 +534,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "target_p99_ms": 500,
+        "probe_every": PROBE_EVERY,
+        "new_users_latency_samples": new_measured,
+        "new_users_p50_ms": round(new_p50, 1),
+        "new_users_p99_ms": round(new_p99, 1),
         "light_offered_per_s": light_rate,
         "light_latency_samples": light_measured,
         "light_p50_ms": round(light_p50, 1),
