@@ -25,6 +25,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient, UpdateOne
 from rich.console import Console
@@ -46,6 +47,9 @@ GROUP = "bench-evaluator"
 # user whose entry into this audience is waited for.
 PROBE_EVERY = 20
 PROBED_AUDIENCE = b"aud_bench000"
+PROBE_TRAITS = {"plan": "premium"}
+OFFER_TICK_S = 0.005
+OFFER_PARTITIONER = DefaultPartitioner()
 
 AUDIENCES = [
     "Users with plan=premium",
@@ -379,36 +383,47 @@ async def latency(
                         received[user] = now
 
     collector = asyncio.create_task(collect())
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
-    )
+
+    def offered(n: int) -> tuple[bytes, bytes, str | None]:
+        """The n-th offered record, and the probe's user if it is one."""
+        if mix and n % PROBE_EVERY:
+            key, value = mix[n % len(mix)]
+            return key, value, None
+        user = f"lat{first_user + n}"
+        body = {"type": "identify", "project_id": PROJECT, "user_id": user, "traits": PROBE_TRAITS}
+        return f"{PROJECT}/{user}".encode(), json.dumps(body).encode(), user
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
+    partitions = sorted(await producer.partitions_for(Topic.USER_EVENTS))
     total = rate * seconds
     started = time.perf_counter()
+    next_n = 0
     with progress() as bar:
         task = bar.add_task(f"offering {rate} events/s", total=total)
-        for n in range(total):
-            due = started + n / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if mix and n % PROBE_EVERY:
-                key, value = mix[n % len(mix)]
-                await producer.send(Topic.USER_EVENTS, value=value, key=key)
-                bar.advance(task)
-                continue
-            user = f"lat{first_user + n}"
-            body = {
-                "type": "identify",
-                "project_id": PROJECT,
-                "user_id": user,
-                "traits": {"plan": "premium"},
-            }
-            sent[user] = time.perf_counter()
-            await producer.send(
-                Topic.USER_EVENTS, value=json.dumps(body).encode(), key=f"{PROJECT}/{user}".encode()
-            )
-            bar.advance(task)
+        # Each tick sends what fell due since the last one, in one batch per partition built
+        # here: per-record sends would make the load generator (on the same two cores) cost
+        # more CPU than the evaluators. A probe counts from when it fell due, not from its send.
+        while next_n < total:
+            await asyncio.sleep(OFFER_TICK_S)
+            due_now = min(total, int((time.perf_counter() - started) * rate) + 1)
+            batches: dict[int, Any] = {}
+            for n in range(next_n, due_now):
+                key, value, probe_user = offered(n)
+                partition = OFFER_PARTITIONER(key, partitions, partitions)
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await producer.send_batch(batch, Topic.USER_EVENTS, partition=partition)
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+                if probe_user is not None:
+                    sent[probe_user] = started + n / rate
+            for partition, batch in batches.items():
+                await producer.send_batch(batch, Topic.USER_EVENTS, partition=partition)
+            bar.advance(task, due_now - next_n)
+            next_n = due_now
     await producer.stop()
     # Every offered event is waited for (a queue the offered rate built is part of the latency):
     # until the evaluators have worked off their backlog, then for the last publishes.
