@@ -191,6 +191,8 @@ class EvaluatorHandlers:
             batch=True,
             max_records=self._settings.batch_max_records,
             batch_timeout_ms=self._settings.batch_timeout_ms,
+            fetch_min_bytes=self._settings.fetch_min_bytes,
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             auto_offset_reset="earliest",
             # Commit only after the handler returned, i.e. after the store writes succeeded;
             # an exception rewinds the partitions so the batch is redelivered.
