@@ -2,7 +2,9 @@
 
 Produces 200,000 events for 50,000 users against 50 audiences of mixed kinds to a real broker,
 and measures in the same run the two raw limits: a plain aiokafka consumer reading the same
-topic, and plain unordered bulk upserts of profile documents into the same store.
+topic, and plain unordered bulk upserts of profile documents into the same store. Then offers
+events at a fixed rate, three times: the same workload (with timed probes in it), new users only
+(the worst case), and half the measured throughput (latency without a queue).
 """
 
 import argparse
