@@ -2,6 +2,7 @@
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from pymongo import AsyncMongoClient
 
 from audience_evaluator.adapters import mongo as store_module
 from audience_evaluator.adapters.mongo import (
+    LateCount,
     MongoMembershipStore,
     MongoProfileStore,
     change_token,
@@ -88,6 +90,60 @@ async def test_counters__settled_changes__forgotten_at_the_next_write(
         await store.count_changes(second)
         assert await tokens(client, db_name) == {change_token(second[0].event_id)}
         assert await store.member_count("aud") == 3
+    finally:
+        await client.close()
+
+
+async def test_counters__settled_changes__kept_through_the_grace(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    store = MongoMembershipStore(client[db_name])
+    first = [change("u1")]
+    try:
+        await store.count_changes(first)
+        store.settle(first)
+        await store.count_changes([change("u2")])
+        # Within SETTLE_GRACE_S, a process that has not seen the mark may still count it.
+        assert change_token(first[0].event_id) in await tokens(client, db_name)
+        await store.count_changes(first)
+        assert await store.member_count("aud") == 2
+    finally:
+        await client.close()
+
+
+async def test_counters__write_past_its_deadline__refused_and_nothing_counted(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    store = MongoMembershipStore(client[db_name])
+    try:
+        with pytest.raises(LateCount):
+            await store.count_changes([change("u1")], issue_by=time.monotonic() - 0.1)
+        assert await store.member_count("aud") == 0
+    finally:
+        await client.close()
+
+
+async def test_clear_outboxes__a_profile_written_since__keeps_its_outbox_and_is_not_reported(
+    mongo_url: str, db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    db = client[db_name]
+    store = MongoProfileStore(db)
+    try:
+        await db.profiles.insert_many(
+            [
+                {"_id": "p/a", "version": 2, "outbox": ["+1|2|time||aud_x"]},
+                # Written again since its outbox (version 2) was delivered, carrying it on.
+                {"_id": "p/b", "version": 3, "outbox": ["+1|2|time||aud_x"]},
+            ]
+        )
+        cleared = await store.clear_outboxes([("p/a", 2, None), ("p/b", 2, None)])
+        assert cleared == {("p/a", 2)}
+        b = await db.profiles.find_one({"_id": "p/b"})
+        assert b is not None
+        assert (bool(b["outbox"]), b["version"]) == (True, 3)
     finally:
         await client.close()
 

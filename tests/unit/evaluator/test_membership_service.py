@@ -9,6 +9,7 @@ import pytest
 
 from audience_evaluator.registry import AudienceRegistry
 from audience_evaluator.services import (
+    MARKS_CHECKED_AFTER_S,
     OUTBOX_CLEAR_DELAY,
     OUTBOX_GRACE,
     AudienceLifecycleService,
@@ -352,6 +353,65 @@ async def test_outbox_taken_over__its_writer_delivers_it_meanwhile__counted_once
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert world.memberships.counts["aud_p"] == 1
     assert world.members("aud_p") == {"u1"}
+
+
+class Ticks:
+    """A monotonic clock for delivery deadlines, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_outbox_taken_over__its_late_writer__counts_it_once(world: World) -> None:
+    """The writer is slow to deliver; another process takes its outbox over, delivers it first,
+    and settles it (its counter token may go). The writer, late, checks the marks before counting
+    and leaves the count alone."""
+    await world.audience("aud_p", "Users with plan=premium")
+    ticks = Ticks()
+    writer_may_publish = asyncio.Event()
+
+    class HeldPublisher(FakePublisher):
+        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+            await writer_may_publish.wait()
+            await super().publish(changes)
+
+    writer = MembershipService(
+        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock, ticks
+    )
+    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
+    while f"{PROJECT}/u1" not in world.profiles.docs:
+        await asyncio.sleep(0)
+    other = MembershipService(
+        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
+    )
+    await other.apply_user_events([identify("u1", plan="premium", age=30)])
+    assert world.memberships.counts["aud_p"] == 1
+    ticks.now += MARKS_CHECKED_AFTER_S + 0.1
+    writer_may_publish.set()
+    await writing
+    assert world.memberships.counts["aud_p"] == 1
+    assert world.members("aud_p") == {"u1"}
+
+
+async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
+    world: World,
+) -> None:
+    await world.audience("aud_recent", "Users who did app_open in the last 1 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    world.clock.advance(timedelta(days=1, seconds=1))
+    assert await world.sweeper.sweep_once() == 1
+    pid = f"{PROJECT}/u1"
+    delivered = (pid, world.profiles.docs[pid]["version"])
+    assert delivered in world.profiles.markers
+    # Another process read the profile before the mark, carried the outbox on in its own write,
+    # and will look for this marker before it counts.
+    world.profiles.docs[pid]["version"] += 1
+    world.clock.advance(OUTBOX_CLEAR_DELAY)
+    assert await world.service.clear_delivered() == 0
+    assert delivered in world.profiles.markers
 
 
 async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:

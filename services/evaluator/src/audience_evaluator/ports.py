@@ -17,9 +17,12 @@ class ProfileStore(Protocol):
         """Write each profile if its stored version is still the expected one; return conflicts."""
         ...
 
-    async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
+    async def clear_outboxes(
+        self, delivered: Sequence[tuple[str, int, datetime | None]]
+    ) -> set[tuple[str, int]]:
         """Empty each delivered outbox, set the profile's own due time and move its version on,
-        if its stored version is still the one written with that outbox."""
+        if its stored version is still the one written with that outbox; returns the (profile id,
+        version) of those it cleared."""
         ...
 
     async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
@@ -57,7 +60,12 @@ class ProfileStore(Protocol):
 
 
 class MembershipStore(Protocol):
-    async def count_changes(self, changes: Sequence[MembershipChanged]) -> None: ...
+    async def count_changes(
+        self, changes: Sequence[MembershipChanged], issue_by: float = float("inf")
+    ) -> None:
+        """Move the counts once per change; raise rather than issue a write after `issue_by`
+        (time.monotonic())."""
+        ...
 
     def settle(self, changes: Sequence[MembershipChanged]) -> None:
         """The changes' outboxes are marked delivered: no replay of them will come, and counters

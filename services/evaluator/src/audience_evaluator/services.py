@@ -48,9 +48,18 @@ BUILD_LEASE = timedelta(seconds=60)
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
 CHANGE_FIELDS = frozenset(MembershipChanged.model_fields)
-# A taken-over change is checked against the delivered marks of this many versions before it is
-# counted (it rides along in each write of its profile until delivered: rarely more than two).
-TAKEOVER_VERSIONS_CHECKED = 50
+# When a process checks the delivered marks before counting, it looks this many versions past
+# the one it wrote: a process that took its outbox over meanwhile wrote the next one (a chain of
+# takeovers rarely goes past two).
+VERSIONS_AFTER_CHECKED = 5
+# A delivery counts within COUNT_ISSUED_WITHIN_S of the last moment it knew which of its changes
+# had been delivered elsewhere: its first profile write (before it, no other process could take
+# its outbox over), or a check of the marks. Past MARKS_CHECKED_AFTER_S it checks the marks
+# again first. Counters keep settled tokens longer than both (SETTLE_GRACE_S in the store
+# adapter), so a change another process delivered meanwhile is either marked, or still
+# recognised by its token.
+MARKS_CHECKED_AFTER_S = 1.0
+COUNT_ISSUED_WITHIN_S = 2.0
 
 # Outboxes written for events stay in their profiles once delivered, with a marker saying so: if
 # the process dies before delivering one, the broker redelivers the events (their offsets are
@@ -86,12 +95,14 @@ class MembershipService:
         publisher: MembershipPublisher,
         registry: AudienceRegistry,
         clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._profiles = profiles
         self._memberships = memberships
         self._publisher = publisher
         self._registry = registry
         self._clock = clock
+        self._monotonic = monotonic  # the deadlines of deliveries (never the domain's time)
         # One process() at a time in this process: the consumer, the sweeper and builds all
         # read-modify-write profiles, and would otherwise only lose rounds to each other's
         # version guards. Builds take it per chunk, so live events interleave with a backfill.
@@ -146,8 +157,11 @@ class MembershipService:
         pending = dict(work)
         changes: list[MembershipChanged] = []
         committed: list[tuple[str, int, datetime | None]] = []
-        # Changes replayed from outboxes another write left: event id → (profile, version read).
-        replayed: dict[str, tuple[str, int]] = {}
+        # Outboxes to deliver: profile id → (the oldest version a change in it was decided at,
+        # the version written), and whether any was taken over from another write.
+        spans: dict[str, tuple[int, list[MembershipChanged]]] = {}
+        replayed = False
+        first_write_at: float | None = None
         now = self._clock()
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
@@ -206,6 +220,8 @@ class MembershipService:
                     due_at = grace_at if due_at is None else min(due_at, grace_at)
                 profile["due_at"] = due_at
                 writes.append((profile, version))
+            if first_write_at is None and writes:
+                first_write_at = self._monotonic()
             conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
             # them (a redelivery relinks, so a crash right here loses nothing).
@@ -226,11 +242,8 @@ class MembershipService:
                 self._note_due(profile["_id"], profile.get("due_at"))
                 if outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])
-                    replayed.update(
-                        (change.event_id, (profile["_id"], read_version))
-                        for change in outboxes[profile["_id"]]
-                        if change.version <= read_version
-                    )
+                    spans[profile["_id"]] = (profile["version"], outboxes[profile["_id"]])
+                    replayed |= any(c.version <= read_version for c in outboxes[profile["_id"]])
                     committed.append((profile["_id"], profile["version"], _due_at(profile)))
             # A conflict on a merge source retries the whole user, so the merge stays atomic.
             retry = {
@@ -243,7 +256,7 @@ class MembershipService:
         if pending:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
-        await self._deliver(changes, replayed)
+        await self._deliver(changes, spans, replayed, first_write_at or self._monotonic())
         await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes)
         # Only outboxes with a grace (not written for events) are cleared in the background.
@@ -309,14 +322,16 @@ class MembershipService:
             ]
             # Guarded by version: a profile written since keeps its newer outbox. The markers go
             # after the outboxes, so a crash in between leaves a marker, never a bare outbox.
-            await self._profiles.clear_outboxes(ready)
-            spent = self._spent_markers | {(pid, version) for pid, version, _ in ready}
+            # The marker of an outbox a later write carried on (its clear missed) stays: the
+            # process that carried it checks for it before counting.
+            cleared = await self._profiles.clear_outboxes(ready)
+            spent = self._spent_markers | cleared
             await self._profiles.drop_markers(sorted(spent))
             self._spent_markers -= spent
             for pid, _version, due_at in ready:
                 self._delivered.pop(pid, None)
                 self._note_due(pid, due_at)  # the outbox's grace is over with it
-            return len(ready)
+            return len(cleared)
 
     @staticmethod
     def _touch(
@@ -339,49 +354,59 @@ class MembershipService:
         outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
 
     async def _deliver(
-        self, changes: list[MembershipChanged], replayed: Mapping[str, tuple[str, int]]
+        self,
+        changes: list[MembershipChanged],
+        spans: Mapping[str, tuple[int, list[MembershipChanged]]],
+        replayed: bool,
+        known_at: float,
     ) -> None:
         """Events, then counts; the caller then marks the outboxes delivered and settles the
         changes. The memberships themselves are in the profiles, written already.
 
         A counter keeps a change's token until the change is settled, so a replay after a crash
-        between counting and marking is recognised. A replayed change whose outbox its writer
-        marked delivered after this process read it was counted by that writer, whose counter
-        token may be gone by now: it is published again (subscribers dedupe by event id) but not
-        counted. Publishing first puts nothing between that check and the count."""
+        between counting and marking is recognised. A change another process delivered while
+        this one was delivering it too (it took the outbox over, or this process took over
+        its outbox) is recognised by the marks, checked before counting when this batch replays
+        an outbox or is late (see MARKS_CHECKED_AFTER_S), or else by the token, which the
+        counter still holds. Such a change is published again (subscribers dedupe by event id)
+        but not counted again."""
         if not changes:
             return
         await self._publisher.publish(changes)
-        counted_elsewhere = await self._delivered_since_read(changes, replayed)
+        elsewhere: set[str] = set()
+        if replayed or self._monotonic() - known_at > MARKS_CHECKED_AFTER_S:
+            known_at = self._monotonic()
+            elsewhere = await self._delivered_elsewhere(spans)
         await self._memberships.count_changes(
-            [change for change in changes if change.event_id not in counted_elsewhere]
+            [change for change in changes if change.event_id not in elsewhere],
+            issue_by=known_at + COUNT_ISSUED_WITHIN_S,
         )
 
-    async def _delivered_since_read(
-        self, changes: Sequence[MembershipChanged], replayed: Mapping[str, tuple[str, int]]
+    async def _delivered_elsewhere(
+        self, spans: Mapping[str, tuple[int, list[MembershipChanged]]]
     ) -> set[str]:
-        """Event ids of replayed changes that an outbox holding them was marked delivered for:
-        any write of the profile from the change's version to the version this process read."""
-        spans = {
-            change.event_id: (
-                replayed[change.event_id][0],
-                range(
-                    max(change.version, replayed[change.event_id][1] - TAKEOVER_VERSIONS_CHECKED),
-                    replayed[change.event_id][1] + 1,
-                ),
-            )
-            for change in changes
-            if change.event_id in replayed
-        }
-        if not spans:
-            return set()
-        marked = await self._profiles.delivered_markers(
-            sorted({(pid, version) for pid, versions in spans.values() for version in versions})
+        """Event ids of changes an outbox holding them was marked delivered for: from the write
+        that decided the change to a few past the one this process wrote (see
+        VERSIONS_AFTER_CHECKED; every write in between carried the change on)."""
+        wanted = sorted(
+            {
+                (pid, version)
+                for pid, (written, outbox) in spans.items()
+                for version in range(
+                    min(change.version for change in outbox),
+                    written + VERSIONS_AFTER_CHECKED + 1,
+                )
+            }
         )
+        marked = await self._profiles.delivered_markers(wanted)
+        newest_marked: dict[str, int] = {}
+        for pid, version in marked:
+            newest_marked[pid] = max(version, newest_marked.get(pid, version))
         return {
-            event_id
-            for event_id, (pid, versions) in spans.items()
-            if any((pid, version) in marked for version in versions)
+            change.event_id
+            for pid, (_written, outbox) in spans.items()
+            for change in outbox
+            if newest_marked.get(pid, -1) >= change.version
         }
 
     def _apply(

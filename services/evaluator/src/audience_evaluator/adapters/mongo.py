@@ -40,9 +40,10 @@ log = structlog.get_logger()
 DUPLICATE_KEY = 11000
 # A counter keeps the token of each change it applied until the change is settled: its outbox is
 # marked delivered, so no process that reads the profile from then on replays it. A process that
-# took the outbox over just before the mark checks the marks again right before it counts; the
-# grace covers that check's distance from its count.
-SETTLE_GRACE_S = 1.0
+# may still count the change without having seen the mark issues its counter write within
+# COUNT_ISSUED_WITHIN_S (services.py) of its commit or of its last check of the marks; the grace
+# is that plus the time a write may take to land.
+SETTLE_GRACE_S = 5.0
 # Tokens a counter keeps at most. Only changes nobody settles stay longer than the grace (their
 # process died after counting them, and no replay settled them since).
 APPLIED_KEPT = 5000
@@ -129,6 +130,14 @@ class CountConflict(Contention):
 
     def __init__(self, audience_ids: list[str]) -> None:
         super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
+
+
+class LateCount(Contention):
+    """A counter write would go out after its deadline (see SETTLE_GRACE_S): the batch fails, and
+    its outboxes are replayed, checking the delivered marks afresh."""
+
+    def __init__(self, late_by_s: float) -> None:
+        super().__init__(f"counter write {late_by_s:.1f} s past its deadline")
 
 
 def _marker_id(profile_id: str, version: int) -> str:
@@ -243,9 +252,13 @@ class MongoProfileStore:
                     conflicts.add(profile["_id"])
         return conflicts
 
-    async def clear_outboxes(self, delivered: Sequence[tuple[str, int, datetime | None]]) -> None:
+    async def clear_outboxes(
+        self, delivered: Sequence[tuple[str, int, datetime | None]]
+    ) -> set[tuple[str, int]]:
+        """Clear delivered outboxes, each guarded by the version it was written at; returns the
+        (profile, version) of those cleared (a profile written since keeps its outbox)."""
         if not delivered:
-            return
+            return set()
         # Cached copies still hold the outbox: drop them (the next read takes the store's).
         self._cache.drop(pid for pid, _version, _due_at in delivered)
         await bulk_write_chunked(
@@ -260,6 +273,17 @@ class MongoProfileStore:
                 for pid, version, due_at in delivered
             ],
         )
+        # Cleared are those now one version on with an empty outbox (the writes do not tell,
+        # FerretDB's bulk answer lacks the detail): the marker of any other must stay, as a
+        # process that took that outbox over may still look for it.
+        stored = await find_by_ids(
+            self._profiles, [pid for pid, _v, _d in delivered], {"version": 1, "outbox": 1}
+        )
+        return {
+            (pid, version)
+            for pid, version, _due_at in delivered
+            if stored.get(pid, {}).get("version") == version + 1 and not stored[pid].get("outbox")
+        }
 
     async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
         if outboxes:
@@ -384,7 +408,9 @@ class MongoMembershipStore:
         if audience_id in self._settled and not self._settled[audience_id]:
             del self._settled[audience_id]
 
-    async def count_changes(self, changes: Sequence[MembershipChanged]) -> None:
+    async def count_changes(
+        self, changes: Sequence[MembershipChanged], issue_by: float = float("inf")
+    ) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
 
         One counter document per audience (`audience_counts`), written whole once per batch:
@@ -393,7 +419,7 @@ class MongoMembershipStore:
         `count_version`, so it lands only if no other writer moved the counter since this
         process read it (else that audience is read again and tried again). A whole-document
         replace guarded by version is one statement on FerretDB as we build it, and the batch's
-        counters go out in one command.
+        counters go out in one command. No write is issued after `issue_by` (time.monotonic()).
         """
         pending: dict[str, list[MembershipChanged]] = defaultdict(list)
         for change in changes:
@@ -402,6 +428,8 @@ class MongoMembershipStore:
             if attempt:
                 await asyncio.sleep(random.uniform(0, COUNT_BACKOFF_S * attempt))
             await self._read_counters([aid for aid in pending if aid not in self._counters])
+            if (late_by := time.monotonic() - issue_by) > 0:
+                raise LateCount(late_by)
             cutoff = time.monotonic() - SETTLE_GRACE_S
             forgettable = {aid: self._forgettable(aid, cutoff) for aid in pending}
             writes = {
