@@ -12,11 +12,11 @@ from pymongo import AsyncMongoClient
 
 from audience_evaluator.adapters import mongo as store_module
 from audience_evaluator.adapters.mongo import (
-    LateCount,
     MongoMembershipStore,
     MongoProfileStore,
     change_token,
 )
+from audience_evaluator.errors import LateCount
 from audience_shared.events import MembershipChanged
 
 pytestmark = pytest.mark.integration

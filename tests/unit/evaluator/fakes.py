@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from audience_evaluator.errors import LateCount
 from audience_shared.events import MembershipChanged
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group, compile_predicate
@@ -100,6 +101,7 @@ class FakeMembershipStore:
         self.counts: dict[str, int] = {}
         self.applied: set[str] = set()
         self.history: list[tuple[str, datetime, int]] = []
+        self.late_next = 0  # count_changes calls to refuse as past their deadline
 
     def members(self, audience_id: str) -> set[str]:
         return {
@@ -113,6 +115,9 @@ class FakeMembershipStore:
     ) -> None:
         # No deadline here: settle forgets at once, so only the marks keep a change from
         # counting twice (the tests that need timing drive it through the service's marks).
+        if self.late_next:
+            self.late_next -= 1
+            raise LateCount(0.1)
         for change in changes:
             if change.event_id in self.applied:
                 continue

@@ -396,6 +396,22 @@ async def test_outbox_taken_over__its_late_writer__counts_it_once(world: World) 
     assert world.members("aud_p") == {"u1"}
 
 
+async def test_count_past_its_deadline__marks_checked_again__counted_once(world: World) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    world.memberships.late_next = 2
+    checked: list[object] = []
+    marks = world.profiles.delivered_markers
+
+    async def delivered_markers(outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        checked.append(outboxes)
+        return await marks(outboxes)
+
+    world.profiles.delivered_markers = delivered_markers  # type: ignore[method-assign]
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    assert world.memberships.counts["aud_p"] == 1
+    assert len(checked) == 2  # once before each count that followed a late one
+
+
 async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
     world: World,
 ) -> None:

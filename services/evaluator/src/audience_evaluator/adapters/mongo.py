@@ -18,7 +18,7 @@ from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from audience_evaluator.errors import Contention
+from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.outbox import outbox_audience
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
@@ -43,7 +43,7 @@ DUPLICATE_KEY = 11000
 # may still count the change without having seen the mark issues its counter write within
 # COUNT_ISSUED_WITHIN_S (services.py) of its commit or of its last check of the marks; the grace
 # is that plus the time a write may take to land.
-SETTLE_GRACE_S = 5.0
+SETTLE_GRACE_S = 3.0
 # Tokens a counter keeps at most. Only changes nobody settles stay longer than the grace (their
 # process died after counting them, and no replay settled them since).
 APPLIED_KEPT = 5000
@@ -130,14 +130,6 @@ class CountConflict(Contention):
 
     def __init__(self, audience_ids: list[str]) -> None:
         super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
-
-
-class LateCount(Contention):
-    """A counter write would go out after its deadline (see SETTLE_GRACE_S): the batch fails, and
-    its outboxes are replayed, checking the delivered marks afresh."""
-
-    def __init__(self, late_by_s: float) -> None:
-        super().__init__(f"counter write {late_by_s:.1f} s past its deadline")
 
 
 def _marker_id(profile_id: str, version: int) -> str:
