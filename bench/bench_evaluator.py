@@ -464,6 +464,22 @@ def evaluator_ports(count: int) -> list[int]:
     return [EVALUATOR_PORT + n for n in range(count)]
 
 
+async def mark_checks(ports: list[int]) -> dict[str, int]:
+    """How often the evaluators checked the delivered markers before counting, by why."""
+    totals: dict[str, int] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for port in ports:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                if family.name != "audiences_evaluator_mark_checks":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        why = sample.labels["why"]
+                        totals[why] = totals.get(why, 0) + int(sample.value)
+    return totals
+
+
 async def store_time(ports: list[int], top: int = 8) -> dict[str, float]:
     """The store command seconds the evaluators spent, by command and collection, largest first."""
     totals: dict[str, float] = {}
@@ -535,6 +551,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bootstrap, light_rate, args.seconds, first_user=2 * args.rate * args.seconds
             )
             store_seconds = await store_time(evaluator_ports(args.evaluators))
+            checks = await mark_checks(evaluator_ports(args.evaluators))
         finally:
             for evaluator in evaluators:
                 os.killpg(evaluator.pid, signal.SIGTERM)
@@ -569,6 +586,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "light_latency_samples": light_measured,
         "light_p50_ms": round(light_p50, 1),
         "light_p99_ms": round(light_p99, 1),
+        # Counts that checked the delivered markers first (a late delivery, a replayed outbox).
+        "mark_checks_late": checks.get("late", 0),
+        "mark_checks_replayed": checks.get("replayed", 0),
         # Where the evaluators' store time went (seconds summed over concurrent commands).
         "store_seconds": store_seconds,
     }

@@ -25,6 +25,11 @@ STORE_ERRORS = Counter(
     "Store or broker errors met and retried",
     ["work"],
 )
+MARK_CHECKS = Counter(
+    "audiences_evaluator_mark_checks_total",
+    "Checks of the delivered marks before counting: a replayed outbox, or a late count",
+    ["why"],
+)
 DEAD_LETTERS = Counter(
     "audiences_evaluator_dead_letters_total", "Records sent to the dead-letter topic", ["topic"]
 )

@@ -15,6 +15,7 @@ import structlog
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.identity import identity_links
+from audience_evaluator.metrics import MARK_CHECKS
 from audience_evaluator.outbox import change_event_id, restored_change, stored_change
 from audience_evaluator.ports import (
     AudienceCatalog,
@@ -50,16 +51,16 @@ MAX_CONFLICT_ROUNDS = 8
 CHANGE_FIELDS = frozenset(MembershipChanged.model_fields)
 # When a process checks the delivered marks before counting, it looks this many versions past
 # the one it wrote: a process that took its outbox over meanwhile wrote the next one (a chain of
-# takeovers rarely goes past two).
-VERSIONS_AFTER_CHECKED = 5
+# takeovers within a second rarely goes past one).
+VERSIONS_AFTER_CHECKED = 2
 # A delivery counts within COUNT_ISSUED_WITHIN_S of the last moment it knew which of its changes
 # had been delivered elsewhere: its first profile write (before it, no other process could take
 # its outbox over), or a check of the marks. Past MARKS_CHECKED_AFTER_S it checks the marks
 # again first. Counters keep settled tokens longer than both (SETTLE_GRACE_S in the store
 # adapter), so a change another process delivered meanwhile is either marked, or still
 # recognised by its token.
-MARKS_CHECKED_AFTER_S = 0.5
-COUNT_ISSUED_WITHIN_S = 1.0
+MARKS_CHECKED_AFTER_S = 1.0
+COUNT_ISSUED_WITHIN_S = 1.5
 # Checks a slow count may make before the batch gives up (it is then redelivered and replayed).
 COUNT_CHECKS = 5
 
@@ -159,8 +160,8 @@ class MembershipService:
         pending = dict(work)
         changes: list[MembershipChanged] = []
         committed: list[tuple[str, int, datetime | None]] = []
-        # Outboxes to deliver: profile id → (the oldest version a change in it was decided at,
-        # the version written), and whether any was taken over from another write.
+        # Outboxes to deliver: profile id → (the version written, its changes), and whether any
+        # of them was taken over from another write.
         spans: dict[str, tuple[int, list[MembershipChanged]]] = {}
         replayed = False
         first_write_at: float | None = None
@@ -378,7 +379,9 @@ class MembershipService:
         elsewhere: set[str] = set()
         check = replayed
         for attempt in range(COUNT_CHECKS):
-            if check or self._monotonic() - known_at > MARKS_CHECKED_AFTER_S:
+            late = self._monotonic() - known_at > MARKS_CHECKED_AFTER_S
+            if check or late:
+                MARK_CHECKS.labels(why="late" if late else "replayed").inc()
                 known_at = self._monotonic()
                 elsewhere = await self._delivered_elsewhere(spans)
             try:
