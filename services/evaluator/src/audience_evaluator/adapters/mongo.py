@@ -44,9 +44,11 @@ DUPLICATE_KEY = 11000
 # COUNT_ISSUED_WITHIN_S (services.py) of its commit or of its last check of the marks; the grace
 # is that plus the time a write may take to land.
 SETTLE_GRACE_S = 3.0
-# Tokens a counter keeps at most. Only changes nobody settles stay longer than the grace (their
-# process died after counting them, and no replay settled them since).
-APPLIED_KEPT = 5000
+# Tokens a counter keeps at most, a bound on its size (340 kB) that a sustained 6,000 changes a
+# second to one audience would reach within the grace. Otherwise only changes nobody settled
+# stay longer than the grace (their process died after counting them, and no replay settled
+# them since).
+APPLIED_KEPT = 20_000
 # How long a process remembers settled tokens it has not written out yet (its next write of the
 # audience's counter drops them): an audience that stops changing keeps a few in its counter.
 SETTLED_REMEMBERED_S = 600.0
