@@ -464,35 +464,35 @@ def evaluator_ports(count: int) -> list[int]:
     return [EVALUATOR_PORT + n for n in range(count)]
 
 
-async def mark_checks(ports: list[int]) -> dict[str, int]:
-    """How often the evaluators checked the delivered markers before counting, by why."""
-    totals: dict[str, int] = {}
+async def metric_samples(ports: list[int], family_name: str) -> list[Any]:
+    """The samples of one metric family from every evaluator's /metrics."""
+    samples: list[Any] = []
     async with httpx.AsyncClient(timeout=10) as http:
         for port in ports:
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             for family in text_string_to_metric_families(text):
-                if family.name != "audiences_evaluator_mark_checks":
-                    continue
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        why = sample.labels["why"]
-                        totals[why] = totals.get(why, 0) + int(sample.value)
+                if family.name == family_name:
+                    samples.extend(family.samples)
+    return samples
+
+
+async def mark_checks(ports: list[int]) -> dict[str, int]:
+    """How often the evaluators checked the delivered markers before counting, by why."""
+    totals: dict[str, int] = {}
+    for sample in await metric_samples(ports, "audiences_evaluator_mark_checks"):
+        if sample.name.endswith("_total"):
+            why = sample.labels["why"]
+            totals[why] = totals.get(why, 0) + int(sample.value)
     return totals
 
 
 async def store_time(ports: list[int], top: int = 8) -> dict[str, float]:
     """The store command seconds the evaluators spent, by command and collection, largest first."""
     totals: dict[str, float] = {}
-    async with httpx.AsyncClient(timeout=10) as http:
-        for port in ports:
-            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-            for family in text_string_to_metric_families(text):
-                if family.name != "audiences_store_command_seconds":
-                    continue
-                for sample in family.samples:
-                    if sample.name.endswith("_sum"):
-                        key = f"{sample.labels['command']} {sample.labels['collection']}"
-                        totals[key] = totals.get(key, 0.0) + sample.value
+    for sample in await metric_samples(ports, "audiences_store_command_seconds"):
+        if sample.name.endswith("_sum"):
+            key = f"{sample.labels['command']} {sample.labels['collection']}"
+            totals[key] = totals.get(key, 0.0) + sample.value
     ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
     return {key: round(value, 1) for key, value in ranked}
 

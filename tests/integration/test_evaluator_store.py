@@ -23,29 +23,30 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def db_name(mongo_url: str) -> AsyncIterator[str]:
-    name = f"evaluator_store_{secrets.token_hex(4)}"
-    yield name
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
-    await client.drop_database(name)
+async def client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    yield client
     await client.close()
 
 
+@pytest.fixture
+async def db_name(client: AsyncMongoClient[dict[str, Any]]) -> AsyncIterator[str]:
+    name = f"evaluator_store_{secrets.token_hex(4)}"
+    yield name
+    await client.drop_database(name)
+
+
 async def test_cached_profile__moved_on_by_another_process__conflicts_then_reads_the_store(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     mine, other = (MongoProfileStore(client[db_name], cache_size=10) for _ in range(2))
-    try:
-        assert await mine.commit_profiles([({"_id": "p/u", "version": 1, "n": 1}, 0)]) == set()
-        cached = (await mine.load_profiles(["p/u"]))["p/u"]  # from this process's cache
-        fresh = (await other.load_profiles(["p/u"]))["p/u"]
-        assert await other.commit_profiles([({**fresh, "version": 2, "n": 2}, 1)]) == set()
-        # The stale copy's write is refused, and the retry's read sees the other's write.
-        assert await mine.commit_profiles([({**cached, "version": 2, "n": 9}, 1)]) == {"p/u"}
-        assert (await mine.load_profiles(["p/u"]))["p/u"]["n"] == 2
-    finally:
-        await client.close()
+    assert await mine.commit_profiles([({"_id": "p/u", "version": 1, "n": 1}, 0)]) == set()
+    cached = (await mine.load_profiles(["p/u"]))["p/u"]  # from this process's cache
+    fresh = (await other.load_profiles(["p/u"]))["p/u"]
+    assert await other.commit_profiles([({**fresh, "version": 2, "n": 2}, 1)]) == set()
+    # The stale copy's write is refused, and the retry's read sees the other's write.
+    assert await mine.commit_profiles([({**cached, "version": 2, "n": 9}, 1)]) == {"p/u"}
+    assert (await mine.load_profiles(["p/u"]))["p/u"]["n"] == 2
 
 
 def change(user: str, kind: str = "membership.entered") -> MembershipChanged:
@@ -55,103 +56,82 @@ def change(user: str, kind: str = "membership.entered") -> MembershipChanged:
 
 
 async def test_counters__two_processes_at_once_and_a_replay__each_change_counts_once(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     stores = [MongoMembershipStore(client[db_name]) for _ in range(2)]
     batches = [[change(f"u{n}-{i}") for i in range(20)] for n in range(10)]
-    try:
-        # Ten batches from two processes racing on one counter, each batch delivered twice.
-        await asyncio.gather(
-            *(stores[n % 2].count_changes(batch) for n, batch in enumerate(batches)),
-            *(stores[(n + 1) % 2].count_changes(batch) for n, batch in enumerate(batches)),
-        )
-        await stores[0].count_changes([change("u0-0", "membership.exited")])
-        assert await stores[1].member_count("aud") == 199
-        counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
-        assert counter is not None
-        assert (counter["entered_total"], counter["exited_total"]) == (200, 1)
-    finally:
-        await client.close()
+    # Ten batches from two processes racing on one counter, each batch delivered twice.
+    await asyncio.gather(
+        *(stores[n % 2].count_changes(batch) for n, batch in enumerate(batches)),
+        *(stores[(n + 1) % 2].count_changes(batch) for n, batch in enumerate(batches)),
+    )
+    await stores[0].count_changes([change("u0-0", "membership.exited")])
+    assert await stores[1].member_count("aud") == 199
+    counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+    assert counter is not None
+    assert (counter["entered_total"], counter["exited_total"]) == (200, 1)
 
 
 async def test_counters__settled_changes__forgotten_at_the_next_write(
-    mongo_url: str, db_name: str, monkeypatch: pytest.MonkeyPatch
+    client: AsyncMongoClient[dict[str, Any]], db_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "SETTLE_GRACE_S", 0.0)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     store = MongoMembershipStore(client[db_name])
     first, second = [change("u1"), change("u2")], [change("u3")]
-    try:
-        await store.count_changes(first)
-        await store.count_changes(first)  # a replay before the mark: recognised
-        assert await tokens(client, db_name) == {change_token(c.event_id) for c in first}
-        store.settle(first)
-        await store.count_changes(second)
-        assert await tokens(client, db_name) == {change_token(second[0].event_id)}
-        assert await store.member_count("aud") == 3
-    finally:
-        await client.close()
+    await store.count_changes(first)
+    await store.count_changes(first)  # a replay before the mark: recognised
+    assert await tokens(client, db_name) == {change_token(c.event_id) for c in first}
+    store.settle(first)
+    await store.count_changes(second)
+    assert await tokens(client, db_name) == {change_token(second[0].event_id)}
+    assert await store.member_count("aud") == 3
 
 
 async def test_counters__settled_changes__kept_through_the_grace(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     store = MongoMembershipStore(client[db_name])
     first = [change("u1")]
-    try:
-        await store.count_changes(first)
-        store.settle(first)
-        await store.count_changes([change("u2")])
-        # Within SETTLE_GRACE_S, a process that has not seen the mark may still count it.
-        assert change_token(first[0].event_id) in await tokens(client, db_name)
-        await store.count_changes(first)
-        assert await store.member_count("aud") == 2
-    finally:
-        await client.close()
+    await store.count_changes(first)
+    store.settle(first)
+    await store.count_changes([change("u2")])
+    # Within SETTLE_GRACE_S, a process that has not seen the mark may still count it.
+    assert change_token(first[0].event_id) in await tokens(client, db_name)
+    await store.count_changes(first)
+    assert await store.member_count("aud") == 2
 
 
 async def test_counters__write_past_its_deadline__refused_and_nothing_counted(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     store = MongoMembershipStore(client[db_name])
-    try:
-        with pytest.raises(LateCount):
-            await store.count_changes([change("u1")], issue_by=time.monotonic() - 0.1)
-        assert await store.member_count("aud") == 0
-    finally:
-        await client.close()
+    with pytest.raises(LateCount):
+        await store.count_changes([change("u1")], issue_by=time.monotonic() - 0.1)
+    assert await store.member_count("aud") == 0
 
 
 async def test_clear_outboxes__a_profile_written_since__keeps_its_outbox_and_is_not_reported(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     db = client[db_name]
     store = MongoProfileStore(db)
-    try:
-        await db.profiles.insert_many(
-            [
-                {"_id": "p/a", "version": 2, "outbox": ["+1|2|time||aud_x"]},
-                # Written again since its outbox (version 2) was delivered, carrying it on.
-                {"_id": "p/b", "version": 3, "outbox": ["+1|2|time||aud_x"]},
-            ]
-        )
-        cleared = await store.clear_outboxes([("p/a", 2, None), ("p/b", 2, None)])
-        assert cleared == {("p/a", 2)}
-        b = await db.profiles.find_one({"_id": "p/b"})
-        assert b is not None
-        assert (bool(b["outbox"]), b["version"]) == (True, 3)
-    finally:
-        await client.close()
+    await db.profiles.insert_many(
+        [
+            {"_id": "p/a", "version": 2, "outbox": ["+1|2|time||aud_x"]},
+            # Written again since its outbox (version 2) was delivered, carrying it on.
+            {"_id": "p/b", "version": 3, "outbox": ["+1|2|time||aud_x"]},
+        ]
+    )
+    cleared = await store.clear_outboxes([("p/a", 2, None), ("p/b", 2, None)])
+    assert cleared == {("p/a", 2)}
+    b = await db.profiles.find_one({"_id": "p/b"})
+    assert b is not None
+    assert (bool(b["outbox"]), b["version"]) == (True, 3)
 
 
 async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_while(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     old = change("u1")
     await client[db_name].audience_counts.insert_one(
         {
@@ -163,23 +143,20 @@ async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_wh
             "count_version": 4,
         }
     )
-    try:
-        await MongoMembershipStore(client[db_name]).count_changes([old, change("u2")])
-        counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
-        assert counter is not None
-        assert counter["member_count"] == 2  # the replay of what an older process counted: not
-        assert counter["applied_before"] == change_token(old.event_id)
-        # Once their time is up, the old tokens go with the next write.
-        await client[db_name].audience_counts.update_one(
-            {"_id": "aud"}, {"$set": {"applied_before_until": 0.0}}
-        )
-        await MongoMembershipStore(client[db_name]).count_changes([change("u3")])
-        counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
-        assert counter is not None
-        assert "applied_before" not in counter
-        assert counter["member_count"] == 3
-    finally:
-        await client.close()
+    await MongoMembershipStore(client[db_name]).count_changes([old, change("u2")])
+    counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+    assert counter is not None
+    assert counter["member_count"] == 2  # the replay of what an older process counted: not
+    assert counter["applied_before"] == change_token(old.event_id)
+    # Once their time is up, the old tokens go with the next write.
+    await client[db_name].audience_counts.update_one(
+        {"_id": "aud"}, {"$set": {"applied_before_until": 0.0}}
+    )
+    await MongoMembershipStore(client[db_name]).count_changes([change("u3")])
+    counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+    assert counter is not None
+    assert "applied_before" not in counter
+    assert counter["member_count"] == 3
 
 
 async def tokens(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> set[str]:
@@ -189,80 +166,72 @@ async def tokens(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> set[
 
 
 async def test_reconcile__counts_from_profiles__an_audience_with_a_change_in_flight_waits(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     db = client[db_name]
     store = MongoMembershipStore(db)
-    try:
-        await db.profiles.insert_many(
-            [
-                {"_id": "p/a", "version": 3, "audiences": ["aud_x", "aud_y"], "outbox": []},
-                {"_id": "p/b", "version": 1, "audiences": ["aud_x"], "outbox": []},
-                # Written, its entry into aud_y not delivered yet (no marker): in flight.
-                {
-                    "_id": "p/c",
-                    "version": 2,
-                    "audiences": ["aud_y"],
-                    "outbox": ["+1|2|event||aud_y"],
-                },
-                # Written and delivered (its marker is there): settled.
-                {
-                    "_id": "p/d",
-                    "version": 5,
-                    "audiences": ["aud_z"],
-                    "outbox": ["+1|5|event||aud_z"],
-                },
-            ]
-        )
-        await db.delivered_outboxes.insert_one({"_id": "p/d|5"})
-        await db.audience_counts.insert_many(
-            [
-                {"_id": aid, "member_count": 7, "applied": "", "count_version": 1}
-                for aid in ("aud_x", "aud_y", "aud_z", "aud_gone")
-            ]
-        )
-        await store.reconcile_counts(["aud_x", "aud_y", "aud_z", "aud_gone"])
-        counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
-        assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_gone": 0}
-        assert sorted(await store.member_profile_ids("aud_x")) == ["p/a", "p/b"]
-    finally:
-        await client.close()
+    await db.profiles.insert_many(
+        [
+            {"_id": "p/a", "version": 3, "audiences": ["aud_x", "aud_y"], "outbox": []},
+            {"_id": "p/b", "version": 1, "audiences": ["aud_x"], "outbox": []},
+            # Written, its entry into aud_y not delivered yet (no marker): in flight.
+            {
+                "_id": "p/c",
+                "version": 2,
+                "audiences": ["aud_y"],
+                "outbox": ["+1|2|event||aud_y"],
+            },
+            # Written and delivered (its marker is there): settled.
+            {
+                "_id": "p/d",
+                "version": 5,
+                "audiences": ["aud_z"],
+                "outbox": ["+1|5|event||aud_z"],
+            },
+        ]
+    )
+    await db.delivered_outboxes.insert_one({"_id": "p/d|5"})
+    await db.audience_counts.insert_many(
+        [
+            {"_id": aid, "member_count": 7, "applied": "", "count_version": 1}
+            for aid in ("aud_x", "aud_y", "aud_z", "aud_gone")
+        ]
+    )
+    await store.reconcile_counts(["aud_x", "aud_y", "aud_z", "aud_gone"])
+    counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
+    assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_gone": 0}
+    assert sorted(await store.member_profile_ids("aud_x")) == ["p/a", "p/b"]
 
 
 async def test_adopt_membership_documents__join_times_move_into_profiles__collection_dropped(
-    mongo_url: str, db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     db = client[db_name]
     store = MongoMembershipStore(db)
     at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    try:
-        await db.profiles.insert_many(
-            [
-                {"_id": "p/a", "version": 4, "audiences": ["aud_x", "aud_y"]},
-                {"_id": "p/b", "version": 2, "audiences": ["aud_x"], "joined": {"aud_x": at}},
-            ]
-        )
-        await db.memberships.insert_many(
-            [
-                {"_id": f"{aid}|{pid}", "audience_id": aid, "profile_id": pid, "joined_at": when}
-                for aid, pid, when in (
-                    ("aud_x", "p/a", at),
-                    ("aud_y", "p/a", at + timedelta(hours=1)),
-                    ("aud_x", "p/b", at - timedelta(days=1)),
-                )
-            ]
-        )
-        assert await store.adopt_membership_documents() == 2
-        a = await db.profiles.find_one({"_id": "p/a"})
-        b = await db.profiles.find_one({"_id": "p/b"})
-        assert a is not None
-        assert b is not None
-        assert a["joined"] == {"aud_x": at, "aud_y": at + timedelta(hours=1)}
-        assert a["version"] == 4  # not a new version: outbox markers are keyed by it
-        assert b["joined"] == {"aud_x": at}  # written by this version already: kept
-        assert "memberships" not in await db.list_collection_names()
-        assert await store.adopt_membership_documents() == 0
-    finally:
-        await client.close()
+    await db.profiles.insert_many(
+        [
+            {"_id": "p/a", "version": 4, "audiences": ["aud_x", "aud_y"]},
+            {"_id": "p/b", "version": 2, "audiences": ["aud_x"], "joined": {"aud_x": at}},
+        ]
+    )
+    await db.memberships.insert_many(
+        [
+            {"_id": f"{aid}|{pid}", "audience_id": aid, "profile_id": pid, "joined_at": when}
+            for aid, pid, when in (
+                ("aud_x", "p/a", at),
+                ("aud_y", "p/a", at + timedelta(hours=1)),
+                ("aud_x", "p/b", at - timedelta(days=1)),
+            )
+        ]
+    )
+    assert await store.adopt_membership_documents() == 2
+    a = await db.profiles.find_one({"_id": "p/a"})
+    b = await db.profiles.find_one({"_id": "p/b"})
+    assert a is not None
+    assert b is not None
+    assert a["joined"] == {"aud_x": at, "aud_y": at + timedelta(hours=1)}
+    assert a["version"] == 4  # not a new version: outbox markers are keyed by it
+    assert b["joined"] == {"aud_x": at}  # written by this version already: kept
+    assert "memberships" not in await db.list_collection_names()
+    assert await store.adopt_membership_documents() == 0

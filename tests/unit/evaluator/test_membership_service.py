@@ -1,7 +1,8 @@
 """MembershipService with in-memory fakes: folding, transitions, dedupe, time, lifecycle."""
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -320,6 +321,27 @@ async def test_crash_between_counting_and_marking__replay_counts_nothing_twice(
     assert world.memberships.counts["aud_p"] == 1
 
 
+async def writer_held_at_publish(
+    world: World, monotonic: Callable[[], float] = time.monotonic
+) -> tuple[asyncio.Event, asyncio.Task[int]]:
+    """A second process that has written u1's profile (entering it into aud_p) and waits, before
+    publishing, until the event is set."""
+    may_publish = asyncio.Event()
+
+    class HeldPublisher(FakePublisher):
+        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+            await may_publish.wait()
+            await super().publish(changes)
+
+    writer = MembershipService(
+        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock, monotonic
+    )
+    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
+    while f"{PROJECT}/u1" not in world.profiles.docs:
+        await asyncio.sleep(0)
+    return may_publish, writing
+
+
 async def test_outbox_taken_over__its_writer_delivers_it_meanwhile__counted_once(
     world: World,
 ) -> None:
@@ -327,19 +349,7 @@ async def test_outbox_taken_over__its_writer_delivers_it_meanwhile__counted_once
     the outbox; the writer then counts, marks and settles (its counter token may go at once).
     The replay sees the mark right before counting and leaves the count alone."""
     await world.audience("aud_p", "Users with plan=premium")
-    writer_may_publish = asyncio.Event()
-
-    class HeldPublisher(FakePublisher):
-        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
-            await writer_may_publish.wait()
-            await super().publish(changes)
-
-    writer = MembershipService(
-        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock
-    )
-    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
-    while f"{PROJECT}/u1" not in world.profiles.docs:
-        await asyncio.sleep(0)
+    writer_may_publish, writing = await writer_held_at_publish(world)
 
     class WriterFinishesNow(FakePublisher):
         async def publish(self, changes: Sequence[MembershipChanged]) -> None:
@@ -371,19 +381,7 @@ async def test_outbox_taken_over__its_late_writer__counts_it_once(world: World) 
     and leaves the count alone."""
     await world.audience("aud_p", "Users with plan=premium")
     ticks = Ticks()
-    writer_may_publish = asyncio.Event()
-
-    class HeldPublisher(FakePublisher):
-        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
-            await writer_may_publish.wait()
-            await super().publish(changes)
-
-    writer = MembershipService(
-        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock, ticks
-    )
-    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
-    while f"{PROJECT}/u1" not in world.profiles.docs:
-        await asyncio.sleep(0)
+    writer_may_publish, writing = await writer_held_at_publish(world, ticks)
     other = MembershipService(
         world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
     )
