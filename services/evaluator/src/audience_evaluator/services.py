@@ -259,7 +259,8 @@ class MembershipService:
         if pending:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
-        await self._deliver(changes, spans, replayed, first_write_at or self._monotonic())
+        written_at = self._monotonic() if first_write_at is None else first_write_at
+        await self._deliver(changes, spans, replayed, written_at)
         await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes)
         # Only outboxes with a grace (not written for events) are cleared in the background.
