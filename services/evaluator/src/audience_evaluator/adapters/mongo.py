@@ -396,10 +396,13 @@ class MongoMembershipStore:
         return ready, tokens
 
     def _written_out(self, audience_id: str, ready: int) -> None:
+        """The audience's first `ready` settled entries went with a landed write: forget them."""
         entries = self._settled.get(audience_id)
-        for _ in range(min(ready, len(entries or ()))):
-            entries.popleft()  # type: ignore[union-attr]
-        if audience_id in self._settled and not self._settled[audience_id]:
+        if entries is None:
+            return
+        for _ in range(min(ready, len(entries))):
+            entries.popleft()
+        if not entries:
             del self._settled[audience_id]
 
     async def count_changes(
