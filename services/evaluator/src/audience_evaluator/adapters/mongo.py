@@ -94,14 +94,11 @@ def _settling(doc: Document, now: float) -> Document:
 
 
 def _counted(
-    doc: Document,
-    items: Sequence[MembershipChanged],
-    settled: set[str] | frozenset[str] = frozenset(),
-    now: float | None = None,
+    doc: Document, items: Sequence[MembershipChanged], settled: set[str]
 ) -> Document | None:
     """The counter document with the not-yet-applied changes applied and the settled tokens
     dropped; None if every change was applied already (nothing to write)."""
-    doc = _settling(doc, time.time() if now is None else now)
+    doc = _settling(doc, time.time())
     applied = [token for token in applied_tokens(doc) if token not in settled]
     seen = set(applied).union(doc.get("applied_before", "").split())
     entered = exited = 0
