@@ -7,7 +7,9 @@ source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
 # Bump the suffix whenever a patch in deploy/local/ferretdb/ changes, so cached builds are redone.
-FERRETDB_BUILD="$FERRETDB_VERSION-audiences.6"
+FERRETDB_BUILD="$FERRETDB_VERSION-audiences.7"
+# FerretDB's wire-protocol module, built from a patched copy (see wire-release-checks.patch).
+FERRETDB_WIRE_VERSION="v0.0.7"
 FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_BUILD/ferretdb"
 DATA_DIR="$LOCAL/store/data"
 
@@ -23,22 +25,29 @@ url() {
   else echo "mongodb://127.0.0.1:$STORE_PORT/"; fi
 }
 
+# The directory of a Go module downloaded into the module cache.
+module_dir() {
+  (cd "$1" && GOFLAGS=-mod=mod go mod download -json "$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
+
 install_ferretdb() {
   [[ -x "$FERRETDB_BIN" ]] && return 0
   command -v go >/dev/null || die "Go is required to build FerretDB (or put mongod on PATH, or set AUDIENCES_MONGO_URL)"
   log "building FerretDB $FERRETDB_VERSION from its Go module (first run only)"
-  local gomod src build
+  local gomod wiremod src build
   build="$(mktemp -d)"
-  gomod="$(cd "$build" && GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
-    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-  [[ -d "$gomod" ]] || die "could not download the FerretDB module"
+  gomod="$(module_dir "$build" "github.com/FerretDB/FerretDB@$FERRETDB_VERSION")"
+  wiremod="$(module_dir "$build" "github.com/FerretDB/wire@$FERRETDB_WIRE_VERSION")"
+  [[ -d "$gomod" && -d "$wiremod" ]] || die "could not download the FerretDB modules"
   src="$build/src"
   cp -r "$gomod" "$src" && chmod -R u+w "$src"
+  mkdir "$src/third_party" && cp -r "$wiremod" "$src/third_party/wire" && chmod -R u+w "$src/third_party"
   # FerretDB embeds its version from build/version/version.txt, which the module archive lacks.
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
   # Our fixes (deploy/local/ferretdb/, explained in docs/operations.md): lookups by _id use the
   # _id index, update/findAndModify/delete commands are atomic, a replace guarded by version is
-  # one UPDATE statement, and release builds skip leak tracking.
+  # one UPDATE statement, documents are encoded without reflection, and release builds skip
+  # leak tracking and the wire module's debug checks.
   local patch_file
   while read -r patch_file; do
     (cd "$src" && git apply -p1 "$ROOT/deploy/local/ferretdb/$patch_file") || die "could not apply $patch_file"
