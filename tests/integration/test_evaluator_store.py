@@ -36,10 +36,14 @@ async def db_name(client: AsyncMongoClient[dict[str, Any]]) -> AsyncIterator[str
     await client.drop_database(name)
 
 
+@pytest.mark.parametrize("decoded", [0, 10], ids=["bson", "decoded"])
 async def test_cached_profile__moved_on_by_another_process__conflicts_then_reads_the_store(
-    client: AsyncMongoClient[dict[str, Any]], db_name: str
+    client: AsyncMongoClient[dict[str, Any]], db_name: str, decoded: int
 ) -> None:
-    mine, other = (MongoProfileStore(client[db_name], cache_size=10) for _ in range(2))
+    mine, other = (
+        MongoProfileStore(client[db_name], cache_size=10, decoded_cache_size=decoded)
+        for _ in range(2)
+    )
     assert await mine.commit_profiles([({"_id": "p/u", "version": 1, "n": 1}, 0)]) == set()
     cached = (await mine.load_profiles(["p/u"]))["p/u"]  # from this process's cache
     fresh = (await other.load_profiles(["p/u"]))["p/u"]

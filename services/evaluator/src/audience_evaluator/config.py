@@ -20,9 +20,11 @@ class Settings(BaseServiceSettings):
     # A time-driven entry or exit lands within this many seconds of its due time.
     sweep_interval_s: float = 5.0
     backfill_chunk: int = 500
-    # Profiles kept in memory (as BSON, about 2 KB each) so an event for a recent user skips the
-    # store read; 0 turns the cache off.
+    # Profiles kept in memory so an event for a recent user skips the store read; 0 turns the
+    # cache off. The most recent ones are kept decoded (about 15 KB each, and no decoding on a
+    # hit), the rest as BSON (about 2 KB each).
     profile_cache_size: int = 100_000
+    profile_cache_decoded_size: int = 30_000
     reconcile_interval_s: float = 300.0
     # Store or broker outages: retry with backoff up to this many seconds between attempts.
     max_backoff_s: float = 10.0

@@ -61,7 +61,11 @@ class Container:
         db = client[settings.mongo_database]
         broker = make_broker(settings.kafka_bootstrap, client_id="audiences-evaluator")
         registry = AudienceRegistry()
-        profiles = MongoProfileStore(db, cache_size=settings.profile_cache_size)
+        profiles = MongoProfileStore(
+            db,
+            cache_size=settings.profile_cache_size,
+            decoded_cache_size=settings.profile_cache_decoded_size,
+        )
         publisher = KafkaMembershipPublisher(
             lambda: make_producer(settings.kafka_bootstrap, client_id="audiences-evaluator")
         )

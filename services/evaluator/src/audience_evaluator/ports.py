@@ -11,10 +11,15 @@ Document = dict[str, Any]
 
 
 class ProfileStore(Protocol):
-    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]: ...
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        """The stored profiles of these ids; the dicts are the caller's to change."""
+        ...
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
-        """Write each profile if its stored version is still the expected one; return conflicts."""
+        """Write each profile if its stored version is still the expected one; return conflicts.
+
+        The store may keep the written dicts (a cache): the caller must not change them after.
+        """
         ...
 
     async def clear_outboxes(
