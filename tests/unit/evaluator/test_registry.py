@@ -58,3 +58,38 @@ def test_counters__per_project__follow_the_audiences() -> None:
     assert [spec.event for spec in registry.counters("p")] == ["purchase"]
     registry.remove("c")
     assert registry.counters("p") == []
+
+
+def test_affected__registry_lookup__agrees_with_each_audience() -> None:
+    registry = AudienceRegistry()
+    docs = [
+        audience("tier", "Users with metadata.tier=gold"),
+        audience("opens", "Users who did app_open in the last 7 days"),
+        audience("active", "Users with last_active within 7 days"),
+        audience("listed", None, kind="static"),
+        audience("big", None, rule=BIG_PURCHASES),
+        audience(
+            "nested",
+            None,
+            rule={"match": "all", "rules": [{"type": "audience", "audience_id": "opens"}]},
+        ),
+        {**audience("elsewhere", "Users with plan=pro"), "project_id": "q"},
+    ]
+    for doc in docs:
+        registry.put(compile_audience(doc))
+    change_sets = [
+        set(),
+        {"trait:metadata"},
+        {"trait:plan"},
+        {"event:app_open"},
+        {"event:purchase", "counter:purchase"},
+        {"derived:last_seen"},
+        {"list:listed", "list:other"},
+        {"audience:opens"},
+        {EVERYTHING},
+    ]
+    for changed in change_sets:
+        expected = {a.id for a in registry.for_project("p") if a.affected_by(changed)}
+        assert registry.affected("p", changed) == expected, changed
+    assert registry.affected("p", {"audience:opens"}) == {"nested"}
+    assert registry.affected("q", {"trait:plan"}) == {"elsewhere"}

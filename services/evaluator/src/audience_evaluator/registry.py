@@ -102,6 +102,9 @@ class AudienceRegistry:
     by_id: dict[str, ActiveAudience] = field(default_factory=dict)
     _ordered: dict[str, list[ActiveAudience]] = field(default_factory=dict)
     _counters: dict[str, list[CounterSpec]] = field(default_factory=dict)
+    # Per project: trigger → the audiences it affects, and the audiences any event affects.
+    _by_trigger: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    _any_event: dict[str, set[str]] = field(default_factory=dict)
 
     def replace_all(self, audiences: Iterable[ActiveAudience]) -> None:
         self.by_id = {audience.id: audience for audience in audiences}
@@ -121,6 +124,21 @@ class AudienceRegistry:
     def counters(self, project_id: str) -> list[CounterSpec]:
         return self._counters.get(project_id, [])
 
+    def affected(self, project_id: str, changed: Iterable[str]) -> set[str]:
+        """Ids of the project's audiences whose `affected_by(changed)` holds, looked up by
+        trigger rather than asked of each audience (it runs for every profile processed)."""
+        by_trigger = self._by_trigger.get(project_id, {})
+        found: set[str] = set()
+        any_event = False
+        for key in changed:
+            if key == EVERYTHING:
+                return {audience.id for audience in self.for_project(project_id)}
+            found.update(by_trigger.get(key, ()))
+            any_event = any_event or key.startswith(ANY_EVENT)
+        if any_event:
+            found.update(self._any_event.get(project_id, ()))
+        return found
+
     def _reorder(self) -> None:
         grouped: dict[str, list[ActiveAudience]] = defaultdict(list)
         for audience in self.by_id.values():
@@ -128,11 +146,18 @@ class AudienceRegistry:
         self._ordered = {project: _topological(items) for project, items in grouped.items()}
         # Asked for every profile processed: worked out once per change of the audiences.
         self._counters = {}
+        self._by_trigger = {}
+        self._any_event = {}
         for project, audiences in self._ordered.items():
             specs: dict[str, CounterSpec] = {}
+            by_trigger: dict[str, set[str]] = defaultdict(set)
             for audience in audiences:
                 specs.update(audience.refs.counters)
+                for key in audience.triggers:
+                    by_trigger[key].add(audience.id)
             self._counters[project] = list(specs.values())
+            self._by_trigger[project] = dict(by_trigger)
+            self._any_event[project] = {a.id for a in audiences if a.refs.any_event}
 
 
 def _topological(audiences: list[ActiveAudience]) -> list[ActiveAudience]:

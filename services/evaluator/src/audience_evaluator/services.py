@@ -48,7 +48,6 @@ BUILD_LEASE = timedelta(seconds=60)
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
-CHANGE_FIELDS = frozenset(MembershipChanged.model_fields)
 # When a process checks the delivered marks before counting, it looks this many versions past
 # the one it wrote: a process that took its outbox over meanwhile wrote the next one (a chain of
 # takeovers within a second rarely goes past one).
@@ -461,13 +460,12 @@ class MembershipService:
                 members.remove(audience_id)
                 decided.append(self._change(profile, audience_id, "membership.exited", reason, now))
             due.pop(audience_id, None)
+        # Audiences come in dependency order, so one whose answer changes here adds those that
+        # refer to it before they come up.
+        affected = self._registry.affected(project_id, changed)
         for audience in self._registry.for_project(project_id):
             due_now = audience.id in due and due[audience.id] <= now
-            if not (
-                audience.id in item.audiences
-                or due_now
-                or (changed and audience.affected_by(changed))
-            ):
+            if not (audience.id in item.audiences or due_now or audience.id in affected):
                 continue
             profile["audiences"] = members
             evaluation = audience.predicate.evaluate(profile, now)
@@ -486,6 +484,7 @@ class MembershipService:
             else:
                 continue
             changed.add(f"audience:{audience.id}")
+            affected |= self._registry.affected(project_id, (f"audience:{audience.id}",))
             step_reason: Reason = "time" if due_now and not item.events else reason
             decided.append(self._change(profile, audience.id, kind, step_reason, now))
         profile["audiences"] = members
@@ -519,10 +518,8 @@ class MembershipService:
         now: datetime,
     ) -> MembershipChanged:
         version = profile.get("version", 0) + 1
-        # Built from values this service produced, so without validation (thousands a batch),
-        # and with every field given, which spares model_construct working out which were.
-        return MembershipChanged.model_construct(
-            set(CHANGE_FIELDS),
+        # Built from values this service produced: without validation (thousands a batch).
+        return MembershipChanged.trusted(
             type=kind,
             event_id=change_event_id(profile["_id"], audience_id, version),
             project_id=profile["project_id"],
