@@ -31,6 +31,8 @@ class Phase:
     statuses: Counter[int] = field(default_factory=Counter)
     timeouts: int = 0
     errors: int = 0
+    # What each transport error was, so a failed run says which (a reset, a refused connect…).
+    error_kinds: Counter[str] = field(default_factory=Counter)
     accepted: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -56,6 +58,7 @@ class Phase:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "timeouts": self.timeouts,
             "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
         }
 
 
@@ -122,8 +125,9 @@ class Load:
         except httpx.TimeoutException:
             phase.timeouts += 1
             return
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             phase.errors += 1
+            phase.error_kinds[f"{type(error).__name__}: {error}"[:120]] += 1
             return
         phase.latencies_ms.append((at - started, (time.monotonic() - at) * 1000))
         phase.statuses[response.status_code] += 1
@@ -181,7 +185,8 @@ async def api_under_load(h: Harness, sizes: Sizes) -> ScenarioResult:
     unexpected = {s: n for s, n in overload.statuses.items() if s not in (200, 202, 429, 503)}
     if overload.timeouts or overload.errors or unexpected:
         violations.append(
-            f"overload: {overload.timeouts} timeouts, {overload.errors} errors, {unexpected}"
+            f"overload: {overload.timeouts} timeouts, {overload.errors} errors"
+            f" {dict(overload.error_kinds)}, {unexpected}"
         )
     if not shed:
         violations.append("overload: nothing shed")
