@@ -10,6 +10,10 @@ from audience_shared.topics import EVALUATOR_GROUP
 
 class Settings(BaseServiceSettings):
     port: int = 8000
+    # Idle keep-alive connections are closed after this long. Longer than the idle timeouts of
+    # clients' pools and load balancers (60 s is common): a server that closes first can close
+    # a connection just as a client sends on it, and the client sees a reset instead of an answer.
+    keep_alive_s: int = 75
     bootstrap_api_key: SecretStr | None = None
     # Signs page cursors and encrypts stored integration keys; set it in production.
     secret_key: SecretStr = SecretStr("audiences-development-secret-change-me")
