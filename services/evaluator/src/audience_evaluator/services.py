@@ -728,7 +728,7 @@ class AudienceLifecycleService:
 
 
 # A store scan for due profiles that took t seconds waits SCAN_SPACING * t before the next.
-SCAN_SPACING = 60.0
+SCAN_SPACING = 600.0
 
 
 class SweepService:
@@ -738,10 +738,12 @@ class SweepService:
     membership service), looked at on every pass, and a scan of the store, which also finds what
     other processes wrote (one that died, or this one before a restart). What others wrote
     matters when their partitions come to this process, so a scan runs at startup and right after
-    every partition assignment (`request_scan`); between those, it is a safety net. Without an
-    index on `due_at` (FerretDB) the scan reads every profile (about a second of the store's CPU
-    at 50,000 profiles), so it waits SCAN_SPACING times its own duration before the next: at
-    every pass on MongoDB, about once a minute over such a FerretDB store.
+    every partition assignment (`request_scan`); between those, it is a safety net (a process
+    that gave partitions away still sweeps the due times it wrote for them). Without an index on
+    `due_at` (FerretDB) the scan reads every profile (about a second of the store's CPU at 50,000
+    profiles, which every write waits through), so it waits SCAN_SPACING times its own duration
+    before the next: about every second on MongoDB, every ten minutes over such a FerretDB
+    store.
     """
 
     def __init__(
