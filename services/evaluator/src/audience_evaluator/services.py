@@ -19,6 +19,7 @@ from audience_evaluator.metrics import MARK_CHECKS
 from audience_evaluator.outbox import change_event_id, restored_change, stored_change
 from audience_evaluator.ports import (
     AudienceCatalog,
+    Document,
     MembershipPublisher,
     MembershipStore,
     ProfileStore,
@@ -164,6 +165,7 @@ class MembershipService:
         spans: dict[str, tuple[int, list[MembershipChanged]]] = {}
         replayed = False
         first_write_at: float | None = None
+        identity_docs: list[Document] = []
         now = self._clock()
         for _ in range(MAX_CONFLICT_ROUNDS):
             if not pending:
@@ -226,14 +228,13 @@ class MembershipService:
                 first_write_at = self._monotonic()
             conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
-            # them (a redelivery relinks, so a crash right here loses nothing).
-            await self._profiles.save_identity_links(
-                [
-                    link
-                    for pid, item in pending.items()
-                    if pid in stored and pid not in conflicts
-                    for link in identity_links(stored[pid], item.events)
-                ]
+            # them. Saved after the delivery, off the path of its latency (a crash before that
+            # redelivers the events, whose replay relinks).
+            identity_docs.extend(
+                link
+                for pid, item in pending.items()
+                if pid in stored and pid not in conflicts
+                for link in identity_links(stored[pid], item.events)
             )
             for profile, read_version in writes:
                 if profile["_id"] in conflicts:
@@ -262,6 +263,7 @@ class MembershipService:
         await self._deliver(changes, spans, replayed, written_at)
         await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes)
+        await self._profiles.save_identity_links(identity_docs)
         # Only outboxes with a grace (not written for events) are cleared in the background.
         delivered_at = self._clock() if reason != "event" else None
         for pid, version, due_at in committed:
