@@ -105,6 +105,7 @@ class AudienceRegistry:
     # Per project: trigger → the audiences it affects, and the audiences any event affects.
     _by_trigger: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _any_event: dict[str, set[str]] = field(default_factory=dict)
+    _all_ids: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def replace_all(self, audiences: Iterable[ActiveAudience]) -> None:
         self.by_id = {audience.id: audience for audience in audiences}
@@ -132,7 +133,7 @@ class AudienceRegistry:
         any_event = False
         for key in changed:
             if key == EVERYTHING:
-                return {audience.id for audience in self.for_project(project_id)}
+                return set(self._all_ids.get(project_id, ()))
             found.update(by_trigger.get(key, ()))
             any_event = any_event or key.startswith(ANY_EVENT)
         if any_event:
@@ -148,6 +149,7 @@ class AudienceRegistry:
         self._counters = {}
         self._by_trigger = {}
         self._any_event = {}
+        self._all_ids = {}
         for project, audiences in self._ordered.items():
             specs: dict[str, CounterSpec] = {}
             by_trigger: dict[str, set[str]] = defaultdict(set)
@@ -158,6 +160,7 @@ class AudienceRegistry:
             self._counters[project] = list(specs.values())
             self._by_trigger[project] = dict(by_trigger)
             self._any_event[project] = {a.id for a in audiences if a.refs.any_event}
+            self._all_ids[project] = frozenset(a.id for a in audiences)
 
 
 def _topological(audiences: list[ActiveAudience]) -> list[ActiveAudience]:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 import secrets
@@ -61,8 +62,10 @@ COUNT_BACKOFF_S = 0.005
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
 
 
+@functools.lru_cache(maxsize=65_536)
 def change_token(event_id: str) -> str:
-    """A change id as 16 hex characters: the counter keeps thousands of them."""
+    """A change id as 16 hex characters: the counter keeps thousands of them. Cached, as a
+    change is counted, then settled, by the same process moments apart."""
     return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
 
 
@@ -99,7 +102,9 @@ def _counted(
     """The counter document with the not-yet-applied changes applied and the settled tokens
     dropped; None if every change was applied already (nothing to write)."""
     doc = _settling(doc, time.time())
-    applied = [token for token in applied_tokens(doc) if token not in settled]
+    applied = applied_tokens(doc)
+    if settled:
+        applied = [token for token in applied if token not in settled]
     seen = set(applied).union(doc.get("applied_before", "").split())
     entered = exited = 0
     for change in items:
