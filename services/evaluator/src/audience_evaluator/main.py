@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from datetime import timedelta
 
 import structlog
@@ -20,6 +21,7 @@ log = structlog.get_logger()
 def create_app(settings: Settings | None = None) -> AsgiFastStream:
     settings = settings or Settings()
     configure_logging("evaluator", settings.log_level, settings.log_json)
+    gc.set_threshold(*settings.gc_thresholds)
     container = Container.build(settings, clock=make_clock(settings.clock_offset_file))
     background: list[asyncio.Task[None]] = []
 
