@@ -59,8 +59,9 @@ class ActiveAudience:
         return frozenset(keys)
 
     def affected_by(self, changed: set[str]) -> bool:
-        """Whether a profile change can alter this audience's answer (evaluated per profile and
-        audience, so a set intersection rather than a walk of the references)."""
+        """Whether a profile change can alter this audience's answer: the definition that
+        `AudienceRegistry.affected` looks up by trigger for a whole project (and is tested
+        against), so the evaluator never asks each audience in turn."""
         if EVERYTHING in changed or not self.triggers.isdisjoint(changed):
             return True
         return self.refs.any_event and any(item.startswith(ANY_EVENT) for item in changed)
