@@ -15,6 +15,13 @@ BATCH_SECONDS = Histogram(
     "Time to fold, evaluate and write one batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+STAGE_SECONDS = Histogram(
+    "audiences_evaluator_stage_seconds",
+    "Time a batch spent in each stage: fetch (what arrived since its records were fetched), "
+    "decode, read, evaluate, write, publish, count, mark, links",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 MEMBERSHIP_CHANGES = Counter(
     "audiences_evaluator_membership_changes_total",
     "Membership entries and exits published",

@@ -15,7 +15,7 @@ import structlog
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.identity import identity_links
-from audience_evaluator.metrics import MARK_CHECKS
+from audience_evaluator.metrics import MARK_CHECKS, STAGE_SECONDS
 from audience_evaluator.outbox import change_event_id, restored_change, stored_change
 from audience_evaluator.ports import (
     AudienceCatalog,
@@ -179,8 +179,10 @@ class MembershipService:
                 for pid, item in pending.items()
             }
             wanted = set(pending).union(*links.values())
-            stored = await self._profiles.load_profiles(sorted(wanted))
-            delivered = await self._delivered_outboxes(stored.values())
+            with STAGE_SECONDS.labels("read").time():
+                stored = await self._profiles.load_profiles(sorted(wanted))
+                delivered = await self._delivered_outboxes(stored.values())
+            evaluating = time.perf_counter()
             expected: dict[str, int] = {}
             outboxes: dict[str, list[MembershipChanged]] = defaultdict(list)
             redirected: dict[str, Work] = {}
@@ -226,7 +228,9 @@ class MembershipService:
                 writes.append((profile, version))
             if first_write_at is None and writes:
                 first_write_at = self._monotonic()
-            conflicts = await self._profiles.commit_profiles(writes)
+            STAGE_SECONDS.labels("evaluate").observe(time.perf_counter() - evaluating)
+            with STAGE_SECONDS.labels("write").time():
+                conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
             # them. Saved after the delivery, off the path of its latency (a crash before that
             # redelivers the events, whose replay relinks).
@@ -261,9 +265,11 @@ class MembershipService:
             raise ConflictingWrites(sorted(pending))
         written_at = self._monotonic() if first_write_at is None else first_write_at
         await self._deliver(changes, spans, replayed, written_at)
-        await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
+        with STAGE_SECONDS.labels("mark").time():
+            await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes)
-        await self._profiles.save_identity_links(identity_docs)
+        with STAGE_SECONDS.labels("links").time():
+            await self._profiles.save_identity_links(identity_docs)
         # Only outboxes with a grace (not written for events) are cleared in the background.
         delivered_at = self._clock() if reason != "event" else None
         for pid, version, due_at in committed:
@@ -377,7 +383,8 @@ class MembershipService:
         but not counted again."""
         if not changes:
             return
-        await self._publisher.publish(changes)
+        with STAGE_SECONDS.labels("publish").time():
+            await self._publisher.publish(changes)
         elsewhere: set[str] = set()
         check = replayed
         for attempt in range(COUNT_CHECKS):
@@ -388,10 +395,11 @@ class MembershipService:
                 elsewhere = await self._delivered_elsewhere(spans)
             try:
                 # A retry after a late round is safe: what landed before kept its tokens.
-                await self._memberships.count_changes(
-                    [change for change in changes if change.event_id not in elsewhere],
-                    issue_by=known_at + COUNT_ISSUED_WITHIN_S,
-                )
+                with STAGE_SECONDS.labels("count").time():
+                    await self._memberships.count_changes(
+                        [change for change in changes if change.event_id not in elsewhere],
+                        issue_by=known_at + COUNT_ISSUED_WITHIN_S,
+                    )
                 return
             except LateCount:
                 if attempt == COUNT_CHECKS - 1:
