@@ -17,6 +17,7 @@ from audience_evaluator.adapters.mongo import (
     change_token,
 )
 from audience_evaluator.errors import LateCount
+from audience_evaluator.ports import Provenance
 from audience_shared.events import MembershipChanged
 
 pytestmark = pytest.mark.integration
@@ -161,6 +162,67 @@ async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_wh
     assert counter is not None
     assert "applied_before" not in counter
     assert counter["member_count"] == 3
+
+
+async def test_counters__changes_of_one_write__recorded_by_its_token_once(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    store = MongoMembershipStore(client[db_name])
+    batch = [change(f"u{n}") for n in range(50)]
+    written = Provenance(decided={c.event_id: "w1" for c in batch})
+    await store.count_changes(batch, written)
+    await store.count_changes(batch, written)  # the same delivery again (a retry): recognised
+    assert await tokens(client, db_name) == {"w1"}
+    assert await store.member_count("aud") == 50
+
+
+@pytest.mark.parametrize("first", ["decider", "carrier"])
+async def test_counters__carried_change__counted_once_whichever_delivery_lands_first(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str, first: str
+) -> None:
+    """A process decided `taken` in write w1 and is slow to deliver it; another process carried
+    it over in its write w2, with a change of its own."""
+    taken, own = change("u1"), change("u2")
+    decider, carrier = (MongoMembershipStore(client[db_name]) for _ in range(2))
+    deliveries = [
+        (decider, [taken], Provenance(decided={taken.event_id: "w1"})),
+        (
+            carrier,
+            [taken, own],
+            Provenance(decided={own.event_id: "w2"}, carried={taken.event_id: "w1"}),
+        ),
+    ]
+    for store, changes, provenance in deliveries if first == "decider" else deliveries[::-1]:
+        await store.count_changes(changes, provenance)
+    assert await decider.member_count("aud") == 2
+    # A third process carried `taken` on from the carrier's outbox, which named w1.
+    await decider.count_changes([taken], Provenance(carried={taken.event_id: "w1"}))
+    assert await decider.member_count("aud") == 2
+
+
+async def test_counters__tokens_of_an_older_version__kept_aside_and_recognised(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    old = change("u1")
+    await client[db_name].audience_counts.insert_one(
+        {
+            "_id": "aud",
+            "member_count": 1,
+            "entered_total": 1,
+            "exited_total": 0,
+            "applied": change_token(old.event_id),  # one per change
+            "settling": True,
+            "count_version": 4,
+        }
+    )
+    store = MongoMembershipStore(client[db_name])
+    # Carried over by this version from an outbox an older one counted (writer unknown).
+    await store.count_changes([old, change("u2")], Provenance(carried={old.event_id: None}))
+    counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
+    assert counter is not None
+    assert counter["member_count"] == 2
+    assert counter["applied_before"] == change_token(old.event_id)
+    assert counter["format"] == 2
 
 
 async def tokens(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> set[str]:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from audience_evaluator.errors import LateCount
+from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.events import MembershipChanged
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group, compile_predicate
@@ -19,6 +20,7 @@ class FakeProfileStore:
         self.links: dict[str, Document] = {}
         self.markers: set[tuple[str, int]] = set()
         self.fail_next_commit: Exception | None = None
+        self.writes = 0
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         return {pid: copy.deepcopy(self.docs[pid]) for pid in profile_ids if pid in self.docs}
@@ -28,11 +30,13 @@ class FakeProfileStore:
             exc, self.fail_next_commit = self.fail_next_commit, None
             raise exc
         conflicts = set()
+        self.writes += 1
         for profile, expected in writes:
             current = self.docs.get(profile["_id"])
             if (current or {}).get("version", 0) != expected:
                 conflicts.add(profile["_id"])
             else:
+                profile["written_by"] = f"write-{self.writes}"
                 self.docs[profile["_id"]] = copy.deepcopy(profile)
         return conflicts
 
@@ -99,7 +103,7 @@ class FakeMembershipStore:
     def __init__(self, profiles: FakeProfileStore) -> None:
         self._profiles = profiles
         self.counts: dict[str, int] = {}
-        self.applied: set[str] = set()
+        self.applied: set[tuple[str, str | None]] = set()
         self.history: list[tuple[str, datetime, int]] = []
         self.late_next = 0  # count_changes calls to refuse as past their deadline
 
@@ -111,23 +115,41 @@ class FakeMembershipStore:
         }
 
     async def count_changes(
-        self, changes: Sequence[MembershipChanged], issue_by: float = float("inf")
+        self,
+        changes: Sequence[MembershipChanged],
+        provenance: Provenance = NO_PROVENANCE,
+        issue_by: float = float("inf"),
     ) -> None:
         # No deadline here: settle forgets at once, so only the marks keep a change from
         # counting twice (the tests that need timing drive it through the service's marks).
         if self.late_next:
             self.late_next -= 1
             raise LateCount(0.1)
+        # As the real counters: a change was counted if its own token or its deciding write's
+        # was recorded (a write's once all its changes were counted).
+        recorded: set[tuple[str, str]] = set()
+        counted: set[str] = set()
         for change in changes:
-            if change.event_id in self.applied:
+            event_id, audience_id = change.event_id, change.audience_id
+            decided_by = provenance.decided.get(event_id) or provenance.carried.get(event_id)
+            if event_id in counted or {(audience_id, event_id), (audience_id, decided_by)} & (
+                self.applied
+            ):
                 continue
-            self.applied.add(change.event_id)
+            counted.add(event_id)
+            recorded.add((audience_id, provenance.decided.get(event_id) or event_id))
             delta = 1 if change.type == "membership.entered" else -1
-            self.counts[change.audience_id] = self.counts.get(change.audience_id, 0) + delta
+            self.counts[audience_id] = self.counts.get(audience_id, 0) + delta
+        self.applied |= recorded
 
-    def settle(self, changes: Sequence[MembershipChanged]) -> None:
+    def settle(
+        self, changes: Sequence[MembershipChanged], provenance: Provenance = NO_PROVENANCE
+    ) -> None:
         # At once, the least a real counter may keep: a replay it would still catch goes uncaught.
-        self.applied -= {change.event_id for change in changes}
+        self.applied -= {
+            (change.audience_id, provenance.decided.get(change.event_id) or change.event_id)
+            for change in changes
+        }
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
         return sorted(self.members(audience_id))

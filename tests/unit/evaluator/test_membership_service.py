@@ -17,6 +17,7 @@ from audience_evaluator.services import (
     MembershipService,
     SweepService,
     change_event_id,
+    deciding_write,
     restored_change,
     stored_change,
 )
@@ -728,3 +729,37 @@ def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
         assert restored_change(profile, stored_change(change, profile["_id"])) == change
     # An entry written in full by an older version reads back as it was.
     assert restored_change(profile, older.model_dump()) == older
+
+
+def test_outbox_entry__carried_over__names_the_write_that_decided_it() -> None:
+    profile = {
+        "_id": f"{PROJECT}/u1",
+        "project_id": PROJECT,
+        "user_id": "u1",
+        "version": 5,
+        "written_by": "w5",
+    }
+    decided_here = MembershipChanged(
+        type="membership.entered",
+        event_id=change_event_id(profile["_id"], "aud_p", 5),
+        project_id=PROJECT,
+        audience_id="aud_p",
+        user_id="u1",
+        occurred_at=T0,
+        version=5,
+        reason="event",
+    )
+    carried = decided_here.model_copy(
+        update={"version": 3, "event_id": change_event_id(profile["_id"], "aud_p", 3)}
+    )
+    older = carried.model_copy(update={"event_id": "evt_0123456789abcdef0123456789abcdef"})
+    fresh_entry = stored_change(decided_here, profile["_id"])
+    named_entry = stored_change(carried, profile["_id"], "w3")
+    older_entry = stored_change(older, profile["_id"], "w3")
+    assert deciding_write(profile, fresh_entry, 5) == "w5"  # the write that holds it
+    assert deciding_write(profile, named_entry, 3) == "w3"
+    assert deciding_write(profile, older_entry, 3) == "w3"
+    # Carried over by an older version, which named no write: unknown.
+    assert deciding_write(profile, stored_change(carried, profile["_id"]), 3) is None
+    for entry, change in ((named_entry, carried), (older_entry, older)):
+        assert restored_change(profile, entry) == change

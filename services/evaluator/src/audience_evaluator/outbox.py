@@ -16,13 +16,17 @@ def change_event_id(profile_id: str, audience_id: str, version: int) -> str:
 
 
 # An outbox entry, one string (<aud> is the audience id, last so it may hold anything):
-# "<+ entered or - exited><microseconds since EPOCH>|<version>|<reason>|<event id or empty>|<aud>"
+# "<+ entered or - exited><microseconds since EPOCH>|<version>|<reason>|<id>|<aud>", where <id> is
+# the event id if it is not derived, then "@" and the token of the write that decided the change
+# if this entry was carried over from an earlier write (an entry decided by the write that holds
+# it has the token of its profile, `written_by`).
 ENTERED_MARK, EXITED_MARK = "+", "-"
+DECIDED_BY_MARK = "@"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
-def stored_change(change: MembershipChanged, profile_id: str) -> str:
+def stored_change(change: MembershipChanged, profile_id: str, decided_by: str | None = None) -> str:
     """A change as its profile's outbox keeps it: one string, without what the profile itself
     holds (project, user) or what follows from the rest (an event id derived from profile,
     audience and version). FerretDB stores a type schema beside every field of every
@@ -32,13 +36,30 @@ def stored_change(change: MembershipChanged, profile_id: str) -> str:
     mark = ENTERED_MARK if change.type == "membership.entered" else EXITED_MARK
     micros = (change.occurred_at - EPOCH) // MICROSECOND
     event_id = "" if derived else change.event_id  # a random id, from before ids were derived
+    if decided_by:
+        event_id += DECIDED_BY_MARK + decided_by
     return f"{mark}{micros}|{change.version}|{change.reason}|{event_id}|{change.audience_id}"
+
+
+def deciding_write(profile: Profile, stored: str | dict[str, Any], version: int) -> str | None:
+    """The token of the write that decided an outbox entry's change (of `version`), if known:
+    the profile's own write, or the one the entry names; entries older versions carried over
+    name none."""
+    if isinstance(stored, str):
+        _, separator, token = stored.split("|", 4)[3].partition(DECIDED_BY_MARK)
+        if separator:
+            return token
+    if version == profile.get("version"):
+        written_by: str | None = profile.get("written_by")
+        return written_by
+    return None
 
 
 def restored_change(profile: Profile, stored: str | dict[str, Any]) -> MembershipChanged:
     """The change an outbox entry stands for (entries older versions wrote as documents too)."""
     if isinstance(stored, str):
         head, version, reason, event_id, audience_id = stored.split("|", 4)
+        event_id = event_id.partition(DECIDED_BY_MARK)[0]
         stored = {
             "type": "membership.entered" if head[0] == ENTERED_MARK else "membership.exited",
             "occurred_at": EPOCH + int(head[1:]) * MICROSECOND,

@@ -1,6 +1,7 @@
 """The evaluator's ports: what the membership use cases need from the store and the broker."""
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -10,6 +11,22 @@ from audience_shared.rules import Group
 Document = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Which profile write decided each change a delivery counts (by the token the write left in
+    the profile's `written_by`). A counter records a write's token once for all the changes that
+    write decided, as they are counted together; a change carried over from an earlier write
+    (the process delivering it may have died before marking it, or after counting it) is
+    recorded by a token of its own. A change in neither is taken as carried, writer unknown."""
+
+    decided: Mapping[str, str] = field(default_factory=dict)  # event id → this delivery's write
+    carried: Mapping[str, str | None] = field(default_factory=dict)  # event id → earlier write
+
+
+# Every change taken as carried over, writer unknown: each is recorded by its own token.
+NO_PROVENANCE = Provenance()
+
+
 class ProfileStore(Protocol):
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         """The stored profiles of these ids; the dicts are the caller's to change."""
@@ -17,6 +34,7 @@ class ProfileStore(Protocol):
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
         """Write each profile if its stored version is still the expected one; return conflicts.
+        Each written profile gets the token of its write in `written_by`.
 
         The store may keep the written dicts (a cache): the caller must not change them after.
         """
@@ -66,13 +84,18 @@ class ProfileStore(Protocol):
 
 class MembershipStore(Protocol):
     async def count_changes(
-        self, changes: Sequence[MembershipChanged], issue_by: float = float("inf")
+        self,
+        changes: Sequence[MembershipChanged],
+        provenance: Provenance = NO_PROVENANCE,
+        issue_by: float = float("inf"),
     ) -> None:
         """Move the counts once per change; raise rather than issue a write after `issue_by`
         (time.monotonic())."""
         ...
 
-    def settle(self, changes: Sequence[MembershipChanged]) -> None:
+    def settle(
+        self, changes: Sequence[MembershipChanged], provenance: Provenance = NO_PROVENANCE
+    ) -> None:
         """The changes' outboxes are marked delivered: no replay of them will come, and counters
         may forget their tokens."""
         ...

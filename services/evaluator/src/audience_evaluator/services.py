@@ -16,13 +16,19 @@ import structlog
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.identity import identity_links
 from audience_evaluator.metrics import MARK_CHECKS, STAGE_SECONDS
-from audience_evaluator.outbox import change_event_id, restored_change, stored_change
+from audience_evaluator.outbox import (
+    change_event_id,
+    deciding_write,
+    restored_change,
+    stored_change,
+)
 from audience_evaluator.ports import (
     AudienceCatalog,
     Document,
     MembershipPublisher,
     MembershipStore,
     ProfileStore,
+    Provenance,
 )
 from audience_evaluator.profiles import (
     EVERYTHING,
@@ -164,6 +170,9 @@ class MembershipService:
         # of them was taken over from another write.
         spans: dict[str, tuple[int, list[MembershipChanged]]] = {}
         replayed = False
+        # The write that decided each change to deliver: the counters record it (see Provenance).
+        decided_by: dict[str, str] = {}
+        carried: dict[str, str | None] = {}
         first_write_at: float | None = None
         identity_docs: list[Document] = []
         now = self._clock()
@@ -204,7 +213,7 @@ class MembershipService:
                     stored[linked] for linked in sorted(links.get(pid, ())) if linked in stored
                 ]
                 for touched in (profile, *sources):
-                    self._touch(touched, expected, outboxes, delivered)
+                    self._touch(touched, expected, outboxes, delivered, carried)
                 decided = self._apply(profile, item, reason, archived, sources)
                 if decided is not None:
                     outboxes[pid].extend(decided)
@@ -218,7 +227,9 @@ class MembershipService:
                     continue
                 # Writing the profile drops a delivered outbox (only undelivered ones are in
                 # `outboxes`), and makes a new one due for the sweeper in case this process dies.
-                profile["outbox"] = [stored_change(c, pid) for c in outboxes[pid]]
+                profile["outbox"] = [
+                    stored_change(c, pid, carried.get(c.event_id)) for c in outboxes[pid]
+                ]
                 profile["version"] = version + 1
                 due_at = _due_at(profile)
                 if outboxes[pid] and reason != "event":
@@ -249,6 +260,11 @@ class MembershipService:
                 self._note_due(profile["_id"], profile.get("due_at"))
                 if outboxes[profile["_id"]]:
                     changes.extend(outboxes[profile["_id"]])
+                    decided_by.update(
+                        (change.event_id, profile["written_by"])
+                        for change in outboxes[profile["_id"]]
+                        if change.event_id not in carried and profile.get("written_by")
+                    )
                     spans[profile["_id"]] = (profile["version"], outboxes[profile["_id"]])
                     replayed |= any(c.version <= read_version for c in outboxes[profile["_id"]])
                     committed.append((profile["_id"], profile["version"], _due_at(profile)))
@@ -264,10 +280,11 @@ class MembershipService:
             # Left for redelivery: the offsets of these events are not committed.
             raise ConflictingWrites(sorted(pending))
         written_at = self._monotonic() if first_write_at is None else first_write_at
-        await self._deliver(changes, spans, replayed, written_at)
+        provenance = Provenance(decided=decided_by, carried=carried)
+        await self._deliver(changes, provenance, spans, replayed, written_at)
         with STAGE_SECONDS.labels("mark").time():
             await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
-        self._memberships.settle(changes)
+        self._memberships.settle(changes, provenance)
         with STAGE_SECONDS.labels("links").time():
             await self._profiles.save_identity_links(identity_docs)
         # Only outboxes with a grace (not written for events) are cleared in the background.
@@ -350,9 +367,11 @@ class MembershipService:
         expected: dict[str, int],
         outboxes: dict[str, list[MembershipChanged]],
         delivered: set[tuple[str, int]],
+        carried: dict[str, str | None],
     ) -> None:
         """Remember the version a profile was read at, and take over its outbox: replayed if it
-        was never delivered (a crash), dropped by this write if it was."""
+        was never delivered (a crash), dropped by this write if it was. A replayed change is
+        carried, with the token of the write that decided it if known."""
         pid = profile["_id"]
         if pid in expected:
             return
@@ -362,11 +381,15 @@ class MembershipService:
         if (pid, expected[pid]) in delivered:
             profile["_dirty"] = True
             return
-        outboxes[pid].extend(restored_change(profile, stored) for stored in profile["outbox"])
+        for stored in profile["outbox"]:
+            change = restored_change(profile, stored)
+            outboxes[pid].append(change)
+            carried[change.event_id] = deciding_write(profile, stored, change.version)
 
     async def _deliver(
         self,
         changes: list[MembershipChanged],
+        provenance: Provenance,
         spans: Mapping[str, tuple[int, list[MembershipChanged]]],
         replayed: bool,
         known_at: float,
@@ -398,6 +421,7 @@ class MembershipService:
                 with STAGE_SECONDS.labels("count").time():
                     await self._memberships.count_changes(
                         [change for change in changes if change.event_id not in elsewhere],
+                        provenance,
                         issue_by=known_at + COUNT_ISSUED_WITHIN_S,
                     )
                 return

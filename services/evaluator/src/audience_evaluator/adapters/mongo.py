@@ -21,6 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.outbox import outbox_audience
+from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
@@ -39,11 +40,13 @@ from audience_shared.store import (
 Document = dict[str, Any]
 log = structlog.get_logger()
 DUPLICATE_KEY = 11000
-# A counter keeps the token of each change it applied until the change is settled: its outbox is
-# marked delivered, so no process that reads the profile from then on replays it. A process that
-# may still count the change without having seen the mark issues its counter write within
-# COUNT_ISSUED_WITHIN_S (services.py) of its commit or of its last check of the marks; the grace
-# is that plus the time a write may take to land.
+# A counter keeps tokens of the changes it applied until they are settled: their outbox is marked
+# delivered, so no process that reads the profile from then on replays them. The changes a profile
+# write decided are recorded by the write's token, once for all of them (a batch's counter write
+# adds a few tokens, not one per change); a change carried over from an earlier write by its own.
+# A process that may still count a change without having seen the mark issues its counter write
+# within COUNT_ISSUED_WITHIN_S (services.py) of its commit or of its last check of the marks; the
+# grace is that plus the time a write may take to land.
 SETTLE_GRACE_S = 3.0
 # Tokens a counter keeps at most, a bound on its size (340 kB) that a sustained 6,000 changes a
 # second to one audience would reach within the grace. Otherwise only changes nobody settled
@@ -53,8 +56,11 @@ APPLIED_KEPT = 20_000
 # How long a process remembers settled tokens it has not written out yet (its next write of the
 # audience's counter drops them): an audience that stops changing keeps a few in its counter.
 SETTLED_REMEMBERED_S = 600.0
-# Tokens of a counter written before changes were settled, kept this long after the upgrade.
+# Tokens of a counter written before changes were settled, or before a write's changes were
+# recorded by its token, kept this long after the upgrade.
 BEFORE_SETTLING_KEPT_S = 600.0
+# Counters that record a write's changes by the write's token.
+COUNTER_FORMAT = 2
 COUNT_ROUNDS = 8
 # Writers that lost a counter race wait a random share of this (times the round) before trying
 # again, so the same writers do not collide again in lockstep.
@@ -82,43 +88,57 @@ def applied_tokens(doc: Document | None) -> list[str]:
 
 
 def _settling(doc: Document, now: float) -> Document:
-    """The counter as this version keeps it. One written by a version that kept the last
-    thousands of tokens instead of settling them has them moved to `applied_before`, kept for
+    """The counter as this version keeps it. The tokens of one written by an older version (one
+    per change, or the last thousands unsettled) are moved to `applied_before`, kept for
     BEFORE_SETTLING_KEPT_S (a replay of what an older process counted comes within it)."""
-    if doc.get("settling"):
+    if doc.get("format") == COUNTER_FORMAT:
         if doc.get("applied_before") and doc.get("applied_before_until", 0) <= now:
             return {k: v for k, v in doc.items() if not k.startswith("applied_before")}
         return doc
-    before = " ".join(applied_tokens(doc))
-    upgraded = {**doc, "settling": True, "applied": ""}
+    before = " ".join([*doc.get("applied_before", "").split(), *applied_tokens(doc)])
+    # `settling` stays for older versions, which would otherwise move the tokens again.
+    upgraded = {**doc, "format": COUNTER_FORMAT, "settling": True, "applied": ""}
     if before:
         upgraded |= {"applied_before": before, "applied_before_until": now + BEFORE_SETTLING_KEPT_S}
     return upgraded
 
 
+def recorded_token(change: MembershipChanged, provenance: Provenance) -> str:
+    """The token a counter records a change by: its write's, or (carried over) its own."""
+    return provenance.decided.get(change.event_id) or change_token(change.event_id)
+
+
 def _counted(
-    doc: Document, items: Sequence[MembershipChanged], settled: set[str]
+    doc: Document, items: Sequence[MembershipChanged], settled: set[str], provenance: Provenance
 ) -> Document | None:
     """The counter document with the not-yet-applied changes applied and the settled tokens
-    dropped; None if every change was applied already (nothing to write)."""
+    dropped; None if every change was applied already (nothing to write).
+
+    A change was applied if the counter holds its own token (a process that carried it over
+    counted it) or its deciding write's (that write's delivery counted all its changes)."""
     doc = _settling(doc, time.time())
     applied = applied_tokens(doc)
     if settled:
         applied = [token for token in applied if token not in settled]
     seen = set(applied).union(doc.get("applied_before", "").split())
+    counted: set[str] = set()  # own tokens of the changes this write counts
+    recorded: dict[str, None] = {}  # the tokens it adds, in order
     entered = exited = 0
     for change in items:
-        token = change_token(change.event_id)
-        if token in seen:
+        own = change_token(change.event_id)
+        event_id = change.event_id
+        decided_by = provenance.decided.get(event_id) or provenance.carried.get(event_id)
+        if own in seen or decided_by in seen or own in counted:
             continue  # a replay of a change this counter already holds
-        seen.add(token)
-        applied.append(token)
+        counted.add(own)
+        recorded[recorded_token(change, provenance)] = None
         if change.type == "membership.entered":
             entered += 1
         else:
             exited += 1
     if not entered and not exited:
         return None
+    applied.extend(recorded)
     return {
         **doc,
         "member_count": doc.get("member_count", 0) + entered - exited,
@@ -387,13 +407,15 @@ class MongoMembershipStore:
         # Per audience, tokens of changes this process settled, oldest first, with when.
         self._settled: dict[str, deque[tuple[float, set[str]]]] = defaultdict(deque)
 
-    def settle(self, changes: Sequence[MembershipChanged]) -> None:
+    def settle(
+        self, changes: Sequence[MembershipChanged], provenance: Provenance = NO_PROVENANCE
+    ) -> None:
         """The changes' outboxes are marked delivered: their counters may forget their tokens
         (at this process's next write of each, once SETTLE_GRACE_S has passed)."""
         now = time.monotonic()
         tokens: dict[str, set[str]] = defaultdict(set)
         for change in changes:
-            tokens[change.audience_id].add(change_token(change.event_id))
+            tokens[change.audience_id].add(recorded_token(change, provenance))
         for audience_id, settled in tokens.items():
             self._settled[audience_id].append((now, settled))
         for audience_id in list(self._settled):
@@ -426,15 +448,18 @@ class MongoMembershipStore:
             del self._settled[audience_id]
 
     async def count_changes(
-        self, changes: Sequence[MembershipChanged], issue_by: float = float("inf")
+        self,
+        changes: Sequence[MembershipChanged],
+        provenance: Provenance = NO_PROVENANCE,
+        issue_by: float = float("inf"),
     ) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
 
         One counter document per audience (`audience_counts`), written whole once per batch:
-        it keeps the tokens of the changes it applied until they are settled (see settle and
-        SETTLE_GRACE_S), so a replayed change is recognised, and each write is guarded by
-        `count_version`, so it lands only if no other writer moved the counter since this
-        process read it (else that audience is read again and tried again). A whole-document
+        it keeps tokens of the changes it applied until they are settled (see settle,
+        SETTLE_GRACE_S and Provenance), so a replayed change is recognised, and each write is
+        guarded by `count_version`, so it lands only if no other writer moved the counter since
+        this process read it (else that audience is read again and tried again). A whole-document
         replace guarded by version is one statement on FerretDB as we build it, and the batch's
         counters go out in one command. No write is issued after `issue_by` (time.monotonic()).
         """
@@ -454,7 +479,10 @@ class MongoMembershipStore:
                 for audience_id, items in pending.items()
                 if (
                     counted := _counted(
-                        self._counters[audience_id], items, forgettable[audience_id][1]
+                        self._counters[audience_id],
+                        items,
+                        forgettable[audience_id][1],
+                        provenance,
                     )
                 )
                 is not None
