@@ -326,16 +326,27 @@ async def writer_held_at_publish(
     world: World, monotonic: Callable[[], float] = time.monotonic
 ) -> tuple[asyncio.Event, asyncio.Task[int]]:
     """A second process that has written u1's profile (entering it into aud_p) and waits, before
-    publishing, until the event is set."""
+    delivering (publishing and counting), until the event is set."""
     may_publish = asyncio.Event()
 
-    class HeldPublisher(FakePublisher):
-        async def publish(self, changes: Sequence[MembershipChanged]) -> None:
+    class HeldAfterWrite:
+        """The shared profiles; the writer's write returns once the event is set."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(world.profiles, name)
+
+        async def commit_profiles(self, *args: Any, **kwargs: Any) -> set[str]:
+            conflicts = await world.profiles.commit_profiles(*args, **kwargs)
             await may_publish.wait()
-            await super().publish(changes)
+            return conflicts
 
     writer = MembershipService(
-        world.profiles, world.memberships, HeldPublisher(), world.registry, world.clock, monotonic
+        HeldAfterWrite(),  # type: ignore[arg-type]
+        world.memberships,
+        FakePublisher(),
+        world.registry,
+        world.clock,
+        monotonic,
     )
     writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
     while f"{PROJECT}/u1" not in world.profiles.docs:

@@ -394,20 +394,41 @@ class MembershipService:
         replayed: bool,
         known_at: float,
     ) -> None:
-        """Events, then counts; the caller then marks the outboxes delivered and settles the
-        changes. The memberships themselves are in the profiles, written already.
+        """Events and counts, together; the caller then marks the outboxes delivered and settles
+        the changes. The memberships themselves are in the profiles, written already.
 
-        A counter keeps a change's token until the change is settled, so a replay after a crash
-        between counting and marking is recognised. A change another process delivered while
-        this one was delivering it too (it took the outbox over, or this process took over
-        its outbox) is recognised by the marks, checked before counting when this batch replays
-        an outbox or is late (see MARKS_CHECKED_AFTER_S), or else by the token, which the
-        counter still holds. Such a change is published again (subscribers dedupe by event id)
-        but not counted again."""
+        A counter keeps a token of each change (its own, or its deciding write's) until the
+        change is settled, so a replay after a crash between counting and marking is recognised;
+        a replay of the events is recognised by subscribers, by event id. So the two are
+        independent, and the broker's acknowledgement and the counter writes are waited for at
+        once. A change another process delivered while this one was delivering it too (it took
+        the outbox over, or this process took over its outbox) is recognised by the marks,
+        checked before counting when this batch replays an outbox or is late (see
+        MARKS_CHECKED_AFTER_S), or else by the token, which the counter still holds. Such a
+        change is published again but not counted again."""
         if not changes:
             return
+        publishing = asyncio.create_task(self._publish(changes))
+        try:
+            await self._count(changes, provenance, spans, replayed, known_at)
+        except BaseException:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            raise
+        await publishing
+
+    async def _publish(self, changes: list[MembershipChanged]) -> None:
         with STAGE_SECONDS.labels("publish").time():
             await self._publisher.publish(changes)
+
+    async def _count(
+        self,
+        changes: list[MembershipChanged],
+        provenance: Provenance,
+        spans: Mapping[str, tuple[int, list[MembershipChanged]]],
+        replayed: bool,
+        known_at: float,
+    ) -> None:
         elsewhere: set[str] = set()
         check = replayed
         for attempt in range(COUNT_CHECKS):
