@@ -26,13 +26,18 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
-def stored_change(change: MembershipChanged, profile_id: str, decided_by: str | None = None) -> str:
+def stored_change(
+    change: MembershipChanged, profile_id: str, decided_by: str | None = None, fresh: bool = False
+) -> str:
     """A change as its profile's outbox keeps it: one string, without what the profile itself
     holds (project, user) or what follows from the rest (an event id derived from profile,
     audience and version). FerretDB stores a type schema beside every field of every
     sub-document, so an entry kept as a document took ten times the bytes of its data, and the
-    outbox was most of a profile, written and read on every change."""
-    derived = change.event_id == change_event_id(profile_id, change.audience_id, change.version)
+    outbox was most of a profile, written and read on every change. A `fresh` change (decided by
+    the write that stores it) has a derived id: not checked again, it costs a hash."""
+    derived = fresh or change.event_id == change_event_id(
+        profile_id, change.audience_id, change.version
+    )
     mark = ENTERED_MARK if change.type == "membership.entered" else EXITED_MARK
     micros = (change.occurred_at - EPOCH) // MICROSECOND
     event_id = "" if derived else change.event_id  # a random id, from before ids were derived

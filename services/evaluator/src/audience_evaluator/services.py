@@ -228,7 +228,10 @@ class MembershipService:
                 # Writing the profile drops a delivered outbox (only undelivered ones are in
                 # `outboxes`), and makes a new one due for the sweeper in case this process dies.
                 profile["outbox"] = [
-                    stored_change(c, pid, carried.get(c.event_id)) for c in outboxes[pid]
+                    stored_change(c, pid, carried[c.event_id])
+                    if c.event_id in carried
+                    else stored_change(c, pid, fresh=True)
+                    for c in outboxes[pid]
                 ]
                 profile["version"] = version + 1
                 due_at = _due_at(profile)
@@ -441,7 +444,9 @@ class MembershipService:
                 # A retry after a late round is safe: what landed before kept its tokens.
                 with STAGE_SECONDS.labels("count").time():
                     await self._memberships.count_changes(
-                        [change for change in changes if change.event_id not in elsewhere],
+                        [c for c in changes if c.event_id not in elsewhere]
+                        if elsewhere
+                        else changes,
                         provenance,
                         issue_by=known_at + COUNT_ISSUED_WITHIN_S,
                     )

@@ -103,9 +103,14 @@ def _settling(doc: Document, now: float) -> Document:
     return upgraded
 
 
+# A write's token as a counter records it, told apart from a change's own token by this mark.
+WRITE_MARK = "@"
+
+
 def recorded_token(change: MembershipChanged, provenance: Provenance) -> str:
     """The token a counter records a change by: its write's, or (carried over) its own."""
-    return provenance.decided.get(change.event_id) or change_token(change.event_id)
+    written = provenance.decided.get(change.event_id)
+    return WRITE_MARK + written if written else change_token(change.event_id)
 
 
 def _counted(
@@ -114,24 +119,37 @@ def _counted(
     """The counter document with the not-yet-applied changes applied and the settled tokens
     dropped; None if every change was applied already (nothing to write).
 
-    A change was applied if the counter holds its own token (a process that carried it over
-    counted it) or its deciding write's (that write's delivery counted all its changes)."""
+    A change was applied if the counter holds its deciding write's token (that write's delivery
+    counted all its changes) or its own (a process that carried it over counted it, or a version
+    that recorded every change so). A change's own token is computed only when the counter holds
+    any: most of a batch's changes are its own writes', and there are thousands."""
     doc = _settling(doc, time.time())
     applied = applied_tokens(doc)
     if settled:
         applied = [token for token in applied if token not in settled]
     seen = set(applied).union(doc.get("applied_before", "").split())
-    counted: set[str] = set()  # own tokens of the changes this write counts
+    own_tokens_seen = any(not token.startswith(WRITE_MARK) for token in seen)
+    counted: set[str] = set()  # event ids of the changes this write counts
     recorded: dict[str, None] = {}  # the tokens it adds, in order
     entered = exited = 0
     for change in items:
-        own = change_token(change.event_id)
         event_id = change.event_id
-        decided_by = provenance.decided.get(event_id) or provenance.carried.get(event_id)
-        if own in seen or decided_by in seen or own in counted:
-            continue  # a replay of a change this counter already holds
-        counted.add(own)
-        recorded[recorded_token(change, provenance)] = None
+        if event_id in counted:
+            continue
+        written = provenance.decided.get(event_id)
+        if written is not None:
+            if WRITE_MARK + written in seen:
+                continue  # this write's changes were counted (a retry)
+            if own_tokens_seen and change_token(event_id) in seen:
+                continue  # a process that carried the change over counted it
+            recorded[WRITE_MARK + written] = None
+        else:
+            decided_by = provenance.carried.get(event_id)
+            own = change_token(event_id)
+            if own in seen or (decided_by is not None and WRITE_MARK + decided_by in seen):
+                continue  # counted by its deciding write's delivery, or by another carrier
+            recorded[own] = None
+        counted.add(event_id)
         if change.type == "membership.entered":
             entered += 1
         else:
