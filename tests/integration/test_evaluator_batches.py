@@ -59,19 +59,24 @@ def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
     return [(record.value or b"").decode() for record in records]
 
 
+async def handed_after_a_slow_batch(
+    bootstrap: str, consumer: AIOKafkaConsumer
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records the next batch is handed after a slow one (of the a's): b arrived during it
+    and was fetched (the consumer buffers it), then c arrived, not fetched while b waits."""
+    await send(bootstrap, consumer, "a")
+    await take(consumer, 5)
+    await send(bootstrap, consumer, "b")
+    await asyncio.sleep(0.5)
+    await send(bootstrap, consumer, "c")
+    await asyncio.sleep(0.5)
+    return await take(consumer, 5)
+
+
 async def test_with_arrivals__records_sent_during_a_slow_batch__taken_with_the_next(
     kafka_bootstrap: str, consumer: AIOKafkaConsumer
 ) -> None:
-    await send(kafka_bootstrap, consumer, "a")
-    await take(consumer, 5)
-    # While a batch of the a's is processed: b arrives and is fetched (the consumer buffers it),
-    # then c arrives, and is not fetched while b waits in the buffer.
-    await send(kafka_bootstrap, consumer, "b")
-    await asyncio.sleep(0.5)
-    await send(kafka_bootstrap, consumer, "c")
-    await asyncio.sleep(0.5)
-
-    handed = await take(consumer, 5)
+    handed = await handed_after_a_slow_batch(kafka_bootstrap, consumer)
     batch = await with_arrivals(consumer, handed, Settings())
 
     assert values(handed) == [f"b{n}" for n in range(5)]
@@ -93,13 +98,8 @@ async def test_with_arrivals__batch_full__waits_for_nothing(
 async def test_rewind__failed_batch__delivered_again_from_its_first_record(
     kafka_bootstrap: str, consumer: AIOKafkaConsumer
 ) -> None:
-    await send(kafka_bootstrap, consumer, "a")
-    await take(consumer, 5)
-    await send(kafka_bootstrap, consumer, "b")
-    await asyncio.sleep(0.5)
-    await send(kafka_bootstrap, consumer, "c")
-    await asyncio.sleep(0.5)
-    batch = await with_arrivals(consumer, await take(consumer, 5), Settings())
+    handed = await handed_after_a_slow_batch(kafka_bootstrap, consumer)
+    batch = await with_arrivals(consumer, handed, Settings())
 
     rewind(consumer, batch)
 

@@ -138,16 +138,7 @@ async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_wh
     client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
     old = change("u1")
-    await client[db_name].audience_counts.insert_one(
-        {
-            "_id": "aud",
-            "member_count": 1,
-            "entered_total": 1,
-            "exited_total": 0,
-            "applied": change_token(old.event_id),
-            "count_version": 4,
-        }
-    )
+    await older_counter(client, db_name, change_token(old.event_id))
     await MongoMembershipStore(client[db_name]).count_changes([old, change("u2")])
     counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
     assert counter is not None
@@ -204,17 +195,8 @@ async def test_counters__tokens_of_an_older_version__kept_aside_and_recognised(
     client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:
     old = change("u1")
-    await client[db_name].audience_counts.insert_one(
-        {
-            "_id": "aud",
-            "member_count": 1,
-            "entered_total": 1,
-            "exited_total": 0,
-            "applied": change_token(old.event_id),  # one per change
-            "settling": True,
-            "count_version": 4,
-        }
-    )
+    # Settling, one token per change.
+    await older_counter(client, db_name, change_token(old.event_id), settling=True)
     store = MongoMembershipStore(client[db_name])
     # Carried over by this version from an outbox an older one counted (writer unknown).
     await store.count_changes([old, change("u2")], Provenance(carried={old.event_id: None}))
@@ -223,6 +205,23 @@ async def test_counters__tokens_of_an_older_version__kept_aside_and_recognised(
     assert counter["member_count"] == 2
     assert counter["applied_before"] == change_token(old.event_id)
     assert counter["format"] == 2
+
+
+async def older_counter(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str, applied: str, **fields: Any
+) -> None:
+    """A counter of one member as an older version left it."""
+    await client[db_name].audience_counts.insert_one(
+        {
+            "_id": "aud",
+            "member_count": 1,
+            "entered_total": 1,
+            "exited_total": 0,
+            "applied": applied,
+            "count_version": 4,
+            **fields,
+        }
+    )
 
 
 async def tokens(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> set[str]:

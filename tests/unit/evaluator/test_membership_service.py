@@ -711,18 +711,23 @@ async def test_huge_event_properties__left_out_of_the_history(world: World) -> N
     assert counter["truncated"] is True
 
 
-def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
-    profile = {"_id": f"{PROJECT}/u1", "project_id": PROJECT, "user_id": "u1"}
-    derived = MembershipChanged(
+def entered_aud_p(version: int) -> MembershipChanged:
+    """u1's entry into aud_p, decided by the write of `version`."""
+    return MembershipChanged(
         type="membership.entered",
-        event_id=change_event_id(profile["_id"], "aud_p", 4),
+        event_id=change_event_id(f"{PROJECT}/u1", "aud_p", version),
         project_id=PROJECT,
         audience_id="aud_p",
         user_id="u1",
         occurred_at=T0,
-        version=4,
+        version=version,
         reason="event",
     )
+
+
+def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
+    profile = {"_id": f"{PROJECT}/u1", "project_id": PROJECT, "user_id": "u1"}
+    derived = entered_aud_p(4)
     older = derived.model_copy(update={"event_id": "evt_0123456789abcdef0123456789abcdef"})
     assert older.event_id not in stored_change(derived, profile["_id"])
     assert older.event_id in stored_change(older, profile["_id"])
@@ -750,19 +755,7 @@ def test_outbox_entry__carried_over__names_the_write_that_decided_it() -> None:
         "version": 5,
         "written_by": "w5",
     }
-    decided_here = MembershipChanged(
-        type="membership.entered",
-        event_id=change_event_id(profile["_id"], "aud_p", 5),
-        project_id=PROJECT,
-        audience_id="aud_p",
-        user_id="u1",
-        occurred_at=T0,
-        version=5,
-        reason="event",
-    )
-    carried = decided_here.model_copy(
-        update={"version": 3, "event_id": change_event_id(profile["_id"], "aud_p", 3)}
-    )
+    decided_here, carried = entered_aud_p(5), entered_aud_p(3)
     older = carried.model_copy(update={"event_id": "evt_0123456789abcdef0123456789abcdef"})
     fresh_entry = stored_change(decided_here, profile["_id"])
     named_entry = stored_change(carried, profile["_id"], "w3")

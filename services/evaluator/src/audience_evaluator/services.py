@@ -5,7 +5,7 @@ import contextlib
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -284,7 +284,11 @@ class MembershipService:
             raise ConflictingWrites(sorted(pending))
         written_at = self._monotonic() if first_write_at is None else first_write_at
         provenance = Provenance(decided=decided_by, carried=carried)
-        await self._deliver(changes, provenance, spans, replayed, written_at)
+        if changes:
+            await _at_once(
+                self._publish(changes),
+                self._count(changes, provenance, spans, replayed, written_at),
+            )
         with STAGE_SECONDS.labels("mark").time():
             await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes, provenance)
@@ -389,37 +393,6 @@ class MembershipService:
             outboxes[pid].append(change)
             carried[change.event_id] = deciding_write(profile, stored, change.version)
 
-    async def _deliver(
-        self,
-        changes: list[MembershipChanged],
-        provenance: Provenance,
-        spans: Mapping[str, tuple[int, list[MembershipChanged]]],
-        replayed: bool,
-        known_at: float,
-    ) -> None:
-        """Events and counts, together; the caller then marks the outboxes delivered and settles
-        the changes. The memberships themselves are in the profiles, written already.
-
-        A counter keeps a token of each change (its own, or its deciding write's) until the
-        change is settled, so a replay after a crash between counting and marking is recognised;
-        a replay of the events is recognised by subscribers, by event id. So the two are
-        independent, and the broker's acknowledgement and the counter writes are waited for at
-        once. A change another process delivered while this one was delivering it too (it took
-        the outbox over, or this process took over its outbox) is recognised by the marks,
-        checked before counting when this batch replays an outbox or is late (see
-        MARKS_CHECKED_AFTER_S), or else by the token, which the counter still holds. Such a
-        change is published again but not counted again."""
-        if not changes:
-            return
-        publishing = asyncio.create_task(self._publish(changes))
-        try:
-            await self._count(changes, provenance, spans, replayed, known_at)
-        except BaseException:
-            publishing.cancel()
-            await asyncio.gather(publishing, return_exceptions=True)
-            raise
-        await publishing
-
     async def _publish(self, changes: list[MembershipChanged]) -> None:
         with STAGE_SECONDS.labels("publish").time():
             await self._publisher.publish(changes)
@@ -432,6 +405,19 @@ class MembershipService:
         replayed: bool,
         known_at: float,
     ) -> None:
+        """Count the changes, while they are published; the caller then marks the outboxes
+        delivered and settles the changes. The memberships themselves are in the profiles,
+        written already.
+
+        A counter keeps a token of each change (its own, or its deciding write's) until the
+        change is settled, so a replay after a crash between counting and marking is recognised;
+        a replay of the events is recognised by subscribers, by event id. So the two are
+        independent, and the broker's acknowledgement and the counter writes are waited for at
+        once. A change another process delivered while this one was delivering it too (it took
+        the outbox over, or this process took over its outbox) is recognised by the marks,
+        checked before counting when this batch replays an outbox or is late (see
+        MARKS_CHECKED_AFTER_S), or else by the token, which the counter still holds. Such a
+        change is published again but not counted again."""
         elsewhere: set[str] = set()
         check = replayed
         for attempt in range(COUNT_CHECKS):
@@ -589,6 +575,18 @@ class MembershipService:
             version=version,
             reason=reason,
         )
+
+
+async def _at_once(first: Awaitable[None], second: Awaitable[None]) -> None:
+    """Two independent steps at once; when the second fails, the first is cancelled."""
+    running = asyncio.ensure_future(first)
+    try:
+        await second
+    except BaseException:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise
+    await running
 
 
 def _due_at(profile: Profile) -> datetime | None:
