@@ -711,6 +711,30 @@ async def test_huge_event_properties__left_out_of_the_history(world: World) -> N
     assert counter["truncated"] is True
 
 
+async def test_audiences_referring_to_others__decided_in_dependency_order_in_one_pass(
+    world: World,
+) -> None:
+    await world.audience("aud_a", "Users with plan=premium")
+    # Created before the audience it refers to: evaluated after it all the same.
+    await world.audience("aud_c", "Users not in audience id aud_b")
+    await world.audience("aud_b", "Users in audience id aud_a AND age >= 30")
+    await world.audience("aud_d", "Users with country=US")
+    await world.service.apply_user_events([identify("u1", plan="premium", age=31)])
+    assert (world.members("aud_a"), world.members("aud_b"), world.members("aud_c")) == (
+        {"u1"},
+        {"u1"},
+        set(),
+    )
+    # A change only aud_a's rule reads moves the two that refer to it, through aud_b.
+    await world.service.apply_user_events([identify("u1", plan="free")])
+    assert (world.members("aud_a"), world.members("aud_b"), world.members("aud_c")) == (
+        set(),
+        set(),
+        {"u1"},
+    )
+    assert world.members("aud_d") == set()
+
+
 def entered_aud_p(version: int) -> MembershipChanged:
     """u1's entry into aud_p, decided by the write of `version`."""
     return MembershipChanged(
