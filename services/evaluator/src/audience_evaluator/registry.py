@@ -107,7 +107,6 @@ class AudienceRegistry:
     _by_trigger: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _any_event: dict[str, set[str]] = field(default_factory=dict)
     _all_ids: dict[str, frozenset[str]] = field(default_factory=dict)
-    _positions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def replace_all(self, audiences: Iterable[ActiveAudience]) -> None:
         self.by_id = {audience.id: audience for audience in audiences}
@@ -123,10 +122,6 @@ class AudienceRegistry:
 
     def for_project(self, project_id: str) -> list[ActiveAudience]:
         return self._ordered.get(project_id, [])
-
-    def positions(self, project_id: str) -> dict[str, int]:
-        """Each of the project's audiences → its index in `for_project` (dependency order)."""
-        return self._positions.get(project_id, {})
 
     def counters(self, project_id: str) -> list[CounterSpec]:
         return self._counters.get(project_id, [])
@@ -156,7 +151,6 @@ class AudienceRegistry:
         self._by_trigger = {}
         self._any_event = {}
         self._all_ids = {}
-        self._positions = {}
         for project, audiences in self._ordered.items():
             specs: dict[str, CounterSpec] = {}
             by_trigger: dict[str, set[str]] = defaultdict(set)
@@ -168,7 +162,6 @@ class AudienceRegistry:
             self._by_trigger[project] = dict(by_trigger)
             self._any_event[project] = {a.id for a in audiences if a.refs.any_event}
             self._all_ids[project] = frozenset(a.id for a in audiences)
-            self._positions[project] = {a.id: index for index, a in enumerate(audiences)}
 
 
 def _topological(audiences: list[ActiveAudience]) -> list[ActiveAudience]:

@@ -506,25 +506,13 @@ class MembershipService:
                 members.remove(audience_id)
                 decided.append(self._change(profile, audience_id, "membership.exited", reason, now))
             due.pop(audience_id, None)
-        # Only the audiences to look at (those the changes affect, those asked for, those due),
-        # in dependency order: one whose answer changes here adds those that refer to it, which
-        # come after it.
-        ordered = self._registry.for_project(project_id)
-        position = self._registry.positions(project_id)
-        due_ids = [aid for aid, at in due.items() if at <= now]
+        # Audiences come in dependency order, so one whose answer changes here adds those that
+        # refer to it before they come up.
         affected = self._registry.affected(project_id, changed)
-        waiting = [
-            position[aid] for aid in {*affected, *item.audiences, *due_ids} if aid in position
-        ]
-        heapq.heapify(waiting)
-        looked: set[int] = set()
-        while waiting:
-            index = heapq.heappop(waiting)
-            if index in looked:
-                continue
-            looked.add(index)
-            audience = ordered[index]
+        for audience in self._registry.for_project(project_id):
             due_now = audience.id in due and due[audience.id] <= now
+            if not (audience.id in item.audiences or due_now or audience.id in affected):
+                continue
             profile["audiences"] = members
             evaluation = audience.predicate.evaluate(profile, now)
             if evaluation.next_change_at is not None:
@@ -542,9 +530,7 @@ class MembershipService:
             else:
                 continue
             changed.add(f"audience:{audience.id}")
-            for referring in self._registry.affected(project_id, (f"audience:{audience.id}",)):
-                if position[referring] > index:
-                    heapq.heappush(waiting, position[referring])
+            affected |= self._registry.affected(project_id, (f"audience:{audience.id}",))
             step_reason: Reason = "time" if due_now and not item.events else reason
             decided.append(self._change(profile, audience.id, kind, step_reason, now))
         profile["audiences"] = members
