@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -350,7 +351,7 @@ async def latency(
     seconds: int,
     first_user: int = 0,
     mix: list[tuple[bytes, bytes]] | None = None,
-) -> tuple[float, float, int]:
+) -> "Latencies":
     """Offer events at a fixed rate; time publish → membership.entered of the probes among them.
 
     A probe is a new user's first identify (it enters `aud_bench000`, and about nine other
@@ -443,11 +444,37 @@ async def latency(
         await asyncio.sleep(0.2)
     collector.cancel()
     await consumer.stop()
-    latencies = sorted((received[u] - sent[u]) * 1000 for u in received)
-    if not latencies:
-        return float("nan"), float("nan"), 0
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return statistics.median(latencies), p99, len(latencies)
+    by_second: dict[int, list[float]] = {}
+    for user in received:
+        by_second.setdefault(int(sent[user] - started), []).append(
+            (received[user] - sent[user]) * 1000
+        )
+    latencies = [value for values in by_second.values() for value in values]
+    return Latencies(
+        p50=statistics.median(latencies) if latencies else float("nan"),
+        p99=percentile(latencies, 0.99),
+        samples=len(latencies),
+        p99_by_second=[round(percentile(by_second[s], 0.99)) for s in sorted(by_second)],
+    )
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """The probes' latencies in one offered phase, in ms."""
+
+    p50: float
+    p99: float
+    samples: int
+    # The p99 of the probes that fell due in each second of the phase: a stall shows as a few
+    # high seconds, a queue as seconds that keep growing.
+    p99_by_second: list[int]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def cpu_seconds(processes: dict[str, list[int]]) -> dict[str, float]:
@@ -541,17 +568,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             # The benchmark's own workload (fresh events for the same users) at the fixed rate.
             mix = make_events(args.rate * args.seconds, args.users, seed=12, first_id=args.events)
-            p50, p99, measured = await latency(bootstrap, args.rate, args.seconds, mix=mix)
+            workload = await latency(bootstrap, args.rate, args.seconds, mix=mix)
             # The worst case at the same rate: every event a new user's first.
             await drained(bootstrap)
-            new_p50, new_p99, new_measured = await latency(
+            new_users = await latency(
                 bootstrap, args.rate, args.seconds, first_user=args.rate * args.seconds
             )
             # Also below saturation: latency where the evaluator keeps up, not queueing (once
             # the backlog the fixed rate left is worked off).
             await drained(bootstrap)
             light_rate = max(int(events_per_s / 2), 1)
-            light_p50, light_p99, light_measured = await latency(
+            light = await latency(
                 bootstrap, light_rate, args.seconds, first_user=2 * args.rate * args.seconds
             )
             store_seconds = await store_time(evaluator_ports(args.evaluators))
@@ -578,18 +605,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_to_slowest_raw": round(events_per_s / slowest, 3),
         "target_ratio": 0.4,
         "offered_per_s": args.rate,
-        "latency_samples": measured,
-        "p50_ms": round(p50, 1),
-        "p99_ms": round(p99, 1),
+        "latency_samples": workload.samples,
+        "p50_ms": round(workload.p50, 1),
+        "p99_ms": round(workload.p99, 1),
         "target_p99_ms": 500,
         "probe_every": PROBE_EVERY,
-        "new_users_latency_samples": new_measured,
-        "new_users_p50_ms": round(new_p50, 1),
-        "new_users_p99_ms": round(new_p99, 1),
+        "new_users_latency_samples": new_users.samples,
+        "new_users_p50_ms": round(new_users.p50, 1),
+        "new_users_p99_ms": round(new_users.p99, 1),
         "light_offered_per_s": light_rate,
-        "light_latency_samples": light_measured,
-        "light_p50_ms": round(light_p50, 1),
-        "light_p99_ms": round(light_p99, 1),
+        "light_latency_samples": light.samples,
+        "light_p50_ms": round(light.p50, 1),
+        "light_p99_ms": round(light.p99, 1),
+        # Each phase's p99 second by second (by when the probes fell due).
+        "p99_ms_by_second": workload.p99_by_second,
+        "new_users_p99_ms_by_second": new_users.p99_by_second,
+        "light_p99_ms_by_second": light.p99_by_second,
         # Counts that checked the delivered markers first (a late delivery, a replayed outbox).
         "mark_checks_late": checks.get("late", 0),
         "mark_checks_replayed": checks.get("replayed", 0),
@@ -612,7 +643,9 @@ def main() -> None:
     for column in ("measure", "value"):
         table.add_column(column)
     for key, value in result.items():
-        if key != "store_seconds":
+        if isinstance(value, list):
+            table.add_row(key, " ".join(str(item) for item in value))
+        elif key != "store_seconds":
             table.add_row(key, str(value))
     for name, seconds in result["store_seconds"].items():
         table.add_row(f"store s: {name}", str(seconds))
