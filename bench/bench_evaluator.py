@@ -41,7 +41,7 @@ from audience_shared.kafka import ensure_topics
 from audience_shared.rules import parse_criteria
 from audience_shared.store import bulk_write_chunked
 from audience_shared.topics import Topic
-from bench.infra import ROOT, fresh_infrastructure
+from bench.infra import ROOT, fresh_infrastructure, percentile
 
 console = Console()
 PROJECT = "prj_bench"
@@ -468,13 +468,6 @@ class Latencies:
     # The p99 of the probes that fell due in each second of the phase: a stall shows as a few
     # high seconds, a queue as seconds that keep growing.
     p99_by_second: list[int]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def cpu_seconds(processes: dict[str, list[int]]) -> dict[str, float]:

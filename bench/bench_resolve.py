@@ -28,7 +28,7 @@ from pymongo import AsyncMongoClient
 from rich.console import Console
 from rich.table import Table
 
-from bench.infra import ROOT, fresh_infrastructure
+from bench.infra import ROOT, fresh_infrastructure, percentile
 
 console = Console()
 API_PORT = 39201
@@ -214,13 +214,6 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def measure(

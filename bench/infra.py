@@ -1,4 +1,5 @@
-"""Fresh Kafka and store for a benchmark run, on their own ports and data, torn down after."""
+"""Fresh Kafka and store for a benchmark run, on their own ports and data, torn down after; the
+percentile every benchmark reports."""
 
 import os
 import shutil
@@ -8,6 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value `share` of the way up the sorted values (NaN for none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from bench.infra import percentile
 from bench.reliability.harness import Harness, Project, ScenarioResult, Sizes, checked, measure
 
 P99_TARGET_MS = 200.0
@@ -37,8 +38,8 @@ class Phase:
 
     @property
     def p99_ms(self) -> float:
-        values = sorted(ms for _, ms in self.latencies_ms)
-        return values[min(len(values) - 1, int(len(values) * 0.99))] if values else float("inf")
+        values = [ms for _, ms in self.latencies_ms]
+        return percentile(values, 0.99) if values else float("inf")
 
     @property
     def healthy(self) -> bool:
@@ -224,7 +225,6 @@ def _first_healthy_second(phase: Phase) -> float | None:
     for at, ms in phase.latencies_ms:
         by_second.setdefault(int(at), []).append(ms)
     for second in sorted(by_second):
-        values = sorted(by_second[second])
-        if values[min(len(values) - 1, int(len(values) * 0.99))] < P99_TARGET_MS:
+        if percentile(by_second[second], 0.99) < P99_TARGET_MS:
             return float(second + 1)
     return None
