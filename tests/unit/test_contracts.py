@@ -28,6 +28,9 @@ def test_trusted__same_message_as_validation() -> None:
     assert trusted.model_fields_set == validated.model_fields_set
     assert trusted.key == b"p/u"
     assert MembershipChanged.model_validate_json(trusted.model_dump_json()) == validated
+    # The evaluator's publisher calls the serializer directly.
+    serialized = MembershipChanged.__pydantic_serializer__.to_json(trusted)
+    assert serialized == trusted.model_dump_json().encode()
 
 
 def test_trusted__still_frozen() -> None:

@@ -93,3 +93,11 @@ def test_affected__registry_lookup__agrees_with_each_audience() -> None:
         assert registry.affected("p", changed) == expected, changed
     assert registry.affected("p", {"audience:opens"}) == {"nested"}
     assert registry.affected("q", {"trait:plan"}) == {"elsewhere"}
+    # The shortcut asked on each membership change agrees with the lookup.
+    for doc in docs:
+        project, audience_id = doc["project_id"], doc["_id"]
+        assert registry.referring(project, audience_id) == registry.affected(
+            project, {f"audience:{audience_id}"}
+        )
+    assert registry.referring("p", "opens") == {"nested"}
+    assert registry.referring("elsewhere-project", "opens") == set()

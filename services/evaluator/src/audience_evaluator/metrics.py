@@ -43,3 +43,13 @@ DEAD_LETTERS = Counter(
 CONSUMER_LAG = Gauge(
     "audiences_evaluator_consumer_lag", "Records not yet processed, per partition", ["partition"]
 )
+PROFILE_CACHE = Gauge(
+    "audiences_evaluator_profile_cache_entries",
+    "Profiles cached in memory: decoded (no decoding on a hit) or encoded (BSON, decoded on a hit)",
+    ["form"],
+)
+PROFILE_CACHE_ENCODED = Counter(
+    "audiences_evaluator_profile_cache_encoded_total",
+    "Cached profiles moved from decoded to encoded form to make room: when this grows steadily, "
+    "the decoded part is smaller than the profiles a process keeps writing",
+)

@@ -69,6 +69,7 @@ class ActiveAudience:
 
 # Changes every event (or a field derived from all of them) makes, for `refs.any_event`.
 ANY_EVENT = ("event:", "derived:")
+NONE: frozenset[str] = frozenset()
 
 
 def compile_audience(doc: dict[str, Any]) -> ActiveAudience:
@@ -140,6 +141,11 @@ class AudienceRegistry:
         if any_event:
             found.update(self._any_event.get(project_id, ()))
         return found
+
+    def referring(self, project_id: str, audience_id: str) -> frozenset[str] | set[str]:
+        """Ids of the project's audiences whose rules refer to this one: `affected` of its
+        "audience:<id>" change, asked for each membership change (most audiences have none)."""
+        return self._by_trigger.get(project_id, {}).get(f"audience:{audience_id}", NONE)
 
     def _reorder(self) -> None:
         grouped: dict[str, list[ActiveAudience]] = defaultdict(list)

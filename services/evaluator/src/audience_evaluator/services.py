@@ -530,7 +530,7 @@ class MembershipService:
             else:
                 continue
             changed.add(f"audience:{audience.id}")
-            affected |= self._registry.affected(project_id, (f"audience:{audience.id}",))
+            affected |= self._registry.referring(project_id, audience.id)
             step_reason: Reason = "time" if due_now and not item.events else reason
             decided.append(self._change(profile, audience.id, kind, step_reason, now))
         profile["audiences"] = members

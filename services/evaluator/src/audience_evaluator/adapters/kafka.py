@@ -16,6 +16,7 @@ from audience_shared.topics import Topic
 
 # The partitioner a keyed send uses (murmur2 of the key, as Kafka's Java clients).
 PARTITIONER = DefaultPartitioner()
+TO_JSON = MembershipChanged.__pydantic_serializer__.to_json
 
 
 class KafkaMembershipPublisher:
@@ -42,14 +43,18 @@ class KafkaMembershipPublisher:
         open_batches: dict[int, BatchBuilder] = {}
         deliveries: list[asyncio.Future[Any]] = []
         # A user's changes share a key, and murmur2 in Python costs more than the rest of a
-        # record: once per key.
+        # record: once per key. They come one user after another (about ten per event).
         partition_of: dict[bytes, int] = {}
+        project_id = user_id = ""
+        key, partition = b"", 0
         for change in changes:
-            key = change.key
-            partition = partition_of.get(key)
-            if partition is None:
-                partition = partition_of[key] = PARTITIONER(key, partitions, partitions)
-            value = change.model_dump_json().encode()
+            if change.user_id != user_id or change.project_id != project_id:
+                project_id, user_id, key = change.project_id, change.user_id, change.key
+                partition = partition_of.get(key, -1)
+                if partition < 0:
+                    partition = partition_of[key] = PARTITIONER(key, partitions, partitions)
+            # What model_dump_json() returns, as bytes, without its wrapper's cost per call.
+            value = TO_JSON(change)
             batch = open_batches.get(partition)
             if batch is None or not _append(batch, key, value):
                 if batch is not None:  # full: send it, start the partition's next one

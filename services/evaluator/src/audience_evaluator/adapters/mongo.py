@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_evaluator.errors import Contention, LateCount
+from audience_evaluator.metrics import PROFILE_CACHE, PROFILE_CACHE_ENCODED
 from audience_evaluator.outbox import outbox_audience
 from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
@@ -201,6 +202,10 @@ class ProfileCache:
     def __len__(self) -> int:
         return len(self._decoded) + len(self._encoded)
 
+    @property
+    def decoded_entries(self) -> int:
+        return len(self._decoded)
+
     def take(self, profile_id: str) -> Document | None:
         """The cached profile, now the caller's (it is no longer cached)."""
         doc = self._decoded.pop(profile_id, None)
@@ -220,6 +225,7 @@ class ProfileCache:
         while len(self._decoded) > self._decoded_capacity:
             older_id, older = self._decoded.popitem(last=False)
             self._encoded[older_id] = bson.encode(older)
+            PROFILE_CACHE_ENCODED.inc()
         while len(self) > self._capacity:
             (self._encoded or self._decoded).popitem(last=False)
 
@@ -272,6 +278,8 @@ class MongoProfileStore:
                 self._cache.put(profile)
         # A conflict means the cached copy (if any) is stale: the retry reads the store.
         self._cache.drop(conflicts)
+        PROFILE_CACHE.labels("decoded").set(self._cache.decoded_entries)
+        PROFILE_CACHE.labels("encoded").set(len(self._cache) - self._cache.decoded_entries)
         return conflicts
 
     async def _commit_chunk(self, writes: Sequence[tuple[Document, int]], token: str) -> set[str]:
