@@ -551,6 +551,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "evaluators": [evaluator.pid for evaluator in evaluators],
             "store": [int((run_dir / "store.pid").read_text())],
             "broker": [int((run_dir / "kafka.pid").read_text())],
+            "load_generator": [os.getpid()],
         }
         try:
             cpu_before = cpu_seconds(processes)
@@ -561,7 +562,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             # The benchmark's own workload (fresh events for the same users) at the fixed rate.
             mix = make_events(args.rate * args.seconds, args.users, seed=12, first_id=args.events)
+            cpu_before, phase_started = cpu_seconds(processes), time.perf_counter()
             workload = await latency(bootstrap, args.rate, args.seconds, mix=mix)
+            phase_s = time.perf_counter() - phase_started
+            # Cores each part used in the workload phase (offering, then working off its queue).
+            workload_cores = {
+                name: round((after - cpu_before[name]) / phase_s, 2)
+                for name, after in cpu_seconds(processes).items()
+            }
             # The worst case at the same rate: every event a new user's first.
             await drained(bootstrap)
             new_users = await latency(
@@ -592,6 +600,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s_evaluators": cpu_used["evaluators"],
         "cpu_s_store": cpu_used["store"],
         "cpu_s_broker": cpu_used["broker"],
+        "cpu_s_load_generator": cpu_used["load_generator"],
         "raw_produce_per_s": round(produce_rate, 1),
         "raw_consume_per_s": round(consume_rate, 1),
         "raw_store_upserts_per_s": round(upsert_rate, 1),
@@ -603,6 +612,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": round(workload.p99, 1),
         "target_p99_ms": 500,
         "probe_every": PROBE_EVERY,
+        # Cores each part used during the workload phase (of the machine's two).
+        "cores_evaluators": workload_cores["evaluators"],
+        "cores_store": workload_cores["store"],
+        "cores_broker": workload_cores["broker"],
+        "cores_load_generator": workload_cores["load_generator"],
         "new_users_latency_samples": new_users.samples,
         "new_users_p50_ms": round(new_users.p50, 1),
         "new_users_p99_ms": round(new_users.p99, 1),

@@ -54,6 +54,52 @@ async def test_cached_profile__moved_on_by_another_process__conflicts_then_reads
     assert (await mine.load_profiles(["p/u"]))["p/u"]["n"] == 2
 
 
+async def test_profile_fields_only_the_evaluator_reads__stored_packed__read_back_whole(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    at = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+    own = {
+        "seen": ["e1", "e2"],
+        "tracked": [{"e": "purchase", "at": at, "p": '{"amount": 5}'}],
+        "trait_times": {"plan": at},
+        "due": {"aud": at + timedelta(days=7)},
+        "counted": ["e1"],
+        "list_times": {},
+    }
+    profile = {"_id": "p/u", "project_id": "p", "user_id": "u", "version": 1, "traits": {}, **own}
+    assert await MongoProfileStore(client[db_name]).commit_profiles([(dict(profile), 0)]) == set()
+    stored = await client[db_name].profiles.find_one({"_id": "p/u"})
+    assert stored is not None
+    assert not set(own) & set(stored)
+    assert stored["traits"] == {}
+    assert "packed" in stored
+    # Read by another process (nothing cached): the profile as it was written.
+    read = (await MongoProfileStore(client[db_name]).load_profiles(["p/u"]))["p/u"]
+    assert {name: read[name] for name in own} == own
+    assert "packed" not in read
+
+
+async def test_profile_stored_before_packing__read_as_is__packed_by_its_next_write(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    at = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+    older = {"_id": "p/u", "project_id": "p", "user_id": "u", "version": 3, "seen": ["e1"]}
+    await client[db_name].profiles.insert_one({**older, "due": {"aud": at}})
+    store = MongoProfileStore(client[db_name])
+    read = (await store.load_profiles(["p/u"]))["p/u"]
+    assert read["seen"] == ["e1"]
+    assert read["due"] == {"aud": at}
+    read["seen"].append("e2")
+    assert await store.commit_profiles([({**read, "version": 4}, 3)]) == set()
+    stored = await client[db_name].profiles.find_one({"_id": "p/u"})
+    assert stored is not None
+    assert "seen" not in stored
+    assert "due" not in stored
+    again = (await MongoProfileStore(client[db_name]).load_profiles(["p/u"]))["p/u"]
+    assert again["seen"] == ["e1", "e2"]
+    assert again["due"] == {"aud": at}
+
+
 def change(user: str, kind: str = "membership.entered") -> MembershipChanged:
     return MembershipChanged.model_validate(
         {"type": kind, "project_id": "p", "audience_id": "aud", "user_id": user, "version": 1}

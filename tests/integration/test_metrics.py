@@ -130,6 +130,9 @@ async def test_evaluator_metrics__consumed_batches_changes_lag_and_dead_letters(
     assert grew("audiences_evaluator_membership_changes_total", type="membership.entered") >= 3
     assert grew("audiences_evaluator_dead_letters_total", topic=Topic.USER_EVENTS) >= 1
     assert lag_partitions == {str(p) for p in range(6)}
+    # The gold users' profiles were written, so they are cached (decoded: the cache is far from
+    # full in a test stack).
+    assert after.total("audiences_evaluator_profile_cache_entries", form="decoded") >= 3
     # Declared even before the first outage, so alerts can be written against it.
     assert "audiences_evaluator_transient_errors" in after.families
 

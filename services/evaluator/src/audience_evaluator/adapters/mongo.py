@@ -14,6 +14,7 @@ from typing import Any
 
 import bson
 import structlog
+from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -67,6 +68,29 @@ COUNT_ROUNDS = 8
 # again, so the same writers do not collide again in lockstep.
 COUNT_BACKOFF_S = 0.005
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
+# Profile fields only the evaluator reads, stored together as one BSON value (`packed`): FerretDB
+# keeps a type schema beside every value of a stored document, and these hold most of a profile's
+# values, so spread out they cost the store about two fifths more CPU per profile write (measured
+# on the benchmark's profiles: 155 µs against 113 µs). Nothing queries them in the store; a
+# profile written before keeps them as fields until its next write.
+PACKED_FIELDS = ("seen", "tracked", "trait_times", "due", "counted", "list_times")
+PACKED = "packed"
+
+
+def packed_profile(profile: Document) -> Document:
+    """A profile as the store keeps it: the evaluator's own fields in one BSON value."""
+    stored = {name: value for name, value in profile.items() if name not in PACKED_FIELDS}
+    own = {name: profile[name] for name in PACKED_FIELDS if name in profile}
+    stored[PACKED] = Binary(bson.encode(own))
+    return stored
+
+
+def unpacked_profile(doc: Document) -> Document:
+    """A stored profile as the evaluator works on it (one written before packing is as is)."""
+    packed = doc.pop(PACKED, None)
+    if packed is not None:
+        doc.update(bson.decode(packed, codec_options=CODEC_OPTIONS))
+    return doc
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -257,7 +281,8 @@ class MongoProfileStore:
         return found | await self._read(missing)
 
     async def _read(self, profile_ids: Sequence[str]) -> dict[str, Document]:
-        return await find_by_ids(self._profiles, profile_ids)
+        found = await find_by_ids(self._profiles, profile_ids)
+        return {pid: unpacked_profile(doc) for pid, doc in found.items()}
 
     async def commit_profiles(self, writes: Sequence[tuple[Document, int]]) -> set[str]:
         conflicts: set[str] = set()
@@ -285,10 +310,11 @@ class MongoProfileStore:
     async def _commit_chunk(self, writes: Sequence[tuple[Document, int]], token: str) -> set[str]:
         ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for profile, expected in writes:
+            stored = packed_profile(profile)
             if expected == 0:
-                ops.append(InsertOne(profile))
+                ops.append(InsertOne(stored))
             else:
-                ops.append(ReplaceOne({"_id": profile["_id"], "version": expected}, profile))
+                ops.append(ReplaceOne({"_id": profile["_id"], "version": expected}, stored))
         conflicts: set[str] = set()
         try:
             result = await self._profiles.bulk_write(ops, ordered=False)
