@@ -100,6 +100,30 @@ async def test_profile_stored_before_packing__read_as_is__packed_by_its_next_wri
     assert again["due"] == {"aud": at}
 
 
+async def test_identity_links__first_user_keeps_a_key__a_key_seen_stored_is_not_asked_again(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    links = client[db_name].identity_links
+    mine, other = MongoProfileStore(client[db_name]), MongoProfileStore(client[db_name])
+    await other.save_identity_links([{"_id": "p|email:a", "project_id": "p", "user_id": "first"}])
+    await mine.save_identity_links(
+        [
+            {"_id": "p|email:a", "project_id": "p", "user_id": "second"},
+            {"_id": "p|email:b", "project_id": "p", "user_id": "second"},
+        ]
+    )
+    stored = {doc["_id"]: doc["user_id"] async for doc in links.find({})}
+    assert stored == {"p|email:a": "first", "p|email:b": "second"}
+    # Removed behind this process's back (links never are): it does not look again, which
+    # shows the keys it saw stored are remembered, while a new process would restore it.
+    await links.delete_one({"_id": "p|email:b"})
+    again = [{"_id": "p|email:b", "project_id": "p", "user_id": "second"}]
+    await mine.save_identity_links(again)
+    assert await links.count_documents({"_id": "p|email:b"}) == 0
+    await MongoProfileStore(client[db_name]).save_identity_links(again)
+    assert await links.count_documents({"_id": "p|email:b"}) == 1
+
+
 def change(user: str, kind: str = "membership.entered") -> MembershipChanged:
     return MembershipChanged.model_validate(
         {"type": kind, "project_id": "p", "audience_id": "aud", "user_id": user, "version": 1}
