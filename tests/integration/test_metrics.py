@@ -133,6 +133,9 @@ async def test_evaluator_metrics__consumed_batches_changes_lag_and_dead_letters(
     # The gold users' profiles were written, so they are cached (decoded: the cache is far from
     # full in a test stack).
     assert after.total("audiences_evaluator_profile_cache_entries", form="decoded") >= 3
+    # The sweeper scanned the store at startup, and the young generation was collected.
+    assert after.total("audiences_evaluator_sweep_scan_seconds_count") >= 1
+    assert after.total("audiences_evaluator_gc_pause_seconds_count", generation="0") >= 1
     # Declared even before the first outage, so alerts can be written against it.
     assert "audiences_evaluator_transient_errors" in after.families
 

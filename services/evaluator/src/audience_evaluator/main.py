@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audience_evaluator.config import Settings
 from audience_evaluator.container import Container
+from audience_evaluator.metrics import time_gc_pauses
 from audience_shared.clock import make_clock
 from audience_shared.logging import configure_logging
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     settings = settings or Settings()
     configure_logging("evaluator", settings.log_level, settings.log_json)
     gc.set_threshold(*settings.gc_thresholds)
+    time_gc_pauses()
     container = Container.build(settings, clock=make_clock(settings.clock_offset_file))
     background: list[asyncio.Task[None]] = []
 

@@ -1,5 +1,8 @@
 """Prometheus metrics of the evaluator."""
 
+import gc
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
@@ -53,3 +56,37 @@ PROFILE_CACHE_ENCODED = Counter(
     "Cached profiles moved from decoded to encoded form to make room: when this grows steadily, "
     "the decoded part is smaller than the profiles a process keeps writing",
 )
+SWEEP_SCANS = Histogram(
+    "audiences_evaluator_sweep_scan_seconds",
+    "The sweeper's scans of the store for due profiles (at startup, after each partition "
+    "assignment, and spaced out between): each reads every profile where due_at is not indexed",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+GC_PAUSES = Histogram(
+    "audiences_evaluator_gc_pause_seconds",
+    "Python's cyclic garbage collections, by generation: every event in the process waits",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+class _GcTimer:
+    """A gc callback timing each collection into GC_PAUSES."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - self._started)
+
+
+_GC_TIMER = _GcTimer()
+
+
+def time_gc_pauses() -> None:
+    """Time every garbage collection of this process into GC_PAUSES."""
+    if _GC_TIMER not in gc.callbacks:
+        gc.callbacks.append(_GC_TIMER)

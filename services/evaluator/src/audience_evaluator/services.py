@@ -15,7 +15,7 @@ import structlog
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.identity import identity_links
-from audience_evaluator.metrics import MARK_CHECKS, STAGE_SECONDS
+from audience_evaluator.metrics import MARK_CHECKS, STAGE_SECONDS, SWEEP_SCANS
 from audience_evaluator.outbox import (
     change_event_id,
     deciding_write,
@@ -833,6 +833,7 @@ class SweepService:
             started, requests = time.monotonic(), self._scan_requests
             ids.update(await self._profiles.profile_ids_to_sweep(now, limit))
             took = time.monotonic() - started
+            SWEEP_SCANS.observe(took)
             if self._scan_requests == requests:  # else partitions came during it: scan again
                 self._next_scan = time.monotonic() + took * self._scan_spacing
         if not ids:
