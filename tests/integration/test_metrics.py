@@ -133,9 +133,10 @@ async def test_evaluator_metrics__consumed_batches_changes_lag_and_dead_letters(
     # The gold users' profiles were written, so they are cached (decoded: the cache is far from
     # full in a test stack).
     assert after.total("audiences_evaluator_profile_cache_entries", form="decoded") >= 3
-    # The sweeper scanned the store at startup, and the young generation was collected.
+    # The sweeper scanned the store at startup. Collections are timed from startup on (how many
+    # ran by now depends on the allocations, so only the family is checked).
     assert after.total("audiences_evaluator_sweep_scan_seconds_count") >= 1
-    assert after.total("audiences_evaluator_gc_pause_seconds_count", generation="0") >= 1
+    assert "audiences_evaluator_gc_pause_seconds" in after.families
     # Declared even before the first outage, so alerts can be written against it.
     assert "audiences_evaluator_transient_errors" in after.families
 
