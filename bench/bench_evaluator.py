@@ -570,12 +570,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             # The benchmark's own workload (fresh events for the same users) at the fixed rate.
             mix = make_events(args.rate * args.seconds, args.users, seed=12, first_id=args.events)
-            cpu_before, phase_started = cpu_seconds(processes), time.perf_counter()
+            phase_cpu, phase_started = cpu_seconds(processes), time.perf_counter()
             workload = await latency(bootstrap, args.rate, args.seconds, mix=mix)
             phase_s = time.perf_counter() - phase_started
             # Cores each part used in the workload phase (offering, then working off its queue).
             workload_cores = {
-                name: round((after - cpu_before[name]) / phase_s, 2)
+                name: round((after - phase_cpu[name]) / phase_s, 2)
                 for name, after in cpu_seconds(processes).items()
             }
             # The worst case at the same rate: every event a new user's first.

@@ -68,13 +68,13 @@ COUNT_ROUNDS = 8
 # again, so the same writers do not collide again in lockstep.
 COUNT_BACKOFF_S = 0.005
 CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True)
-# Profile fields only the evaluator reads, stored together as one BSON value (`packed`): FerretDB
-# keeps a type schema beside every value of a stored document, and these hold most of a profile's
-# values, so spread out they cost the store about two fifths more CPU per profile write (measured
-# on the benchmark's profiles: 155 µs against 113 µs). Nothing queries them in the store; a
-# profile written before keeps them as fields until its next write.
 # Identity link keys a process remembers as stored: about 100 bytes each.
 LINKED_KEPT = 100_000
+# Profile fields only the evaluator reads, stored together as one BSON value (`packed`): FerretDB
+# keeps a type schema beside every value of a stored document, and these hold most of a profile's
+# values, so spread out they cost the store about a third more CPU per profile write (measured
+# on the benchmark's profiles: 155 µs against 113 µs). Nothing queries them in the store; a
+# profile written before keeps them as fields until its next write.
 PACKED_FIELDS = ("seen", "tracked", "trait_times", "due", "counted", "list_times")
 PACKED = "packed"
 
