@@ -440,6 +440,42 @@ async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
     assert delivered in world.profiles.markers
 
 
+async def test_spent_markers__dropped_while_batches_go_on__kept_when_the_drop_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    pid = f"{PROJECT}/u1"
+    spent = (pid, world.profiles.docs[pid]["version"])
+    # The next write drops the delivered outbox: its marker is spent.
+    await world.service.apply_user_events([identify("u1", plan="free")])
+    assert spent in world.profiles.markers
+    drop = world.profiles.drop_markers
+
+    async def failing(outboxes: Sequence[tuple[str, int]]) -> None:
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(world.profiles, "drop_markers", failing)
+    with pytest.raises(ConnectionError):
+        await world.service.clear_delivered()
+    assert spent in world.profiles.markers
+    # A slow drop on the next pass: a batch is not held up by it.
+    release = asyncio.Event()
+
+    async def slow(outboxes: Sequence[tuple[str, int]]) -> None:
+        await release.wait()
+        await drop(outboxes)
+
+    monkeypatch.setattr(world.profiles, "drop_markers", slow)
+    clearing = asyncio.create_task(world.service.clear_delivered())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(world.service.apply_user_events([identify("u2", plan="premium")]), 1)
+    assert world.members("aud_p") == {"u2"}
+    release.set()
+    await clearing
+    assert spent not in world.profiles.markers
+
+
 async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:
     await world.audience("aud_recent", "Users who did app_open in the last 1 days")
     await world.service.apply_user_events([track("u1", "app_open")])
