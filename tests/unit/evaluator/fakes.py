@@ -20,6 +20,7 @@ class FakeProfileStore:
         self.links: dict[str, Document] = {}
         self.markers: set[tuple[str, int]] = set()
         self.fail_next_commit: Exception | None = None
+        self.fail_next_links: Exception | None = None
         self.writes = 0
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
@@ -93,6 +94,9 @@ class FakeProfileStore:
         return sum(1 for doc in self.docs.values() if doc["project_id"] == project_id)
 
     async def save_identity_links(self, links: Sequence[Document]) -> None:
+        if self.fail_next_links is not None:
+            exc, self.fail_next_links = self.fail_next_links, None
+            raise exc
         for link in links:
             self.links.setdefault(link["_id"], copy.deepcopy(link))
 

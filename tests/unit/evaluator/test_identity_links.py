@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from audience_evaluator.identity import identity_links
 from audience_evaluator.profiles import new_profile
 from audience_shared.events import EventTracked, TraitsIdentified
@@ -125,3 +127,22 @@ async def test_on_user_event__conflicting_write__links_only_once_committed() -> 
     assert rounds == [{f"{PROJECT}/u1"}, set()]
     assert links_before_retry == {}
     assert links_of(world) == {f"{PROJECT}|email:ann@x.io": "u1"}
+
+
+async def test_on_user_event__links_fail_while_delivering__retry_links_and_counts_once() -> None:
+    world = World()
+    await world.audience("aud_p", "Users with plan=premium")
+    world.profiles.fail_next_links = ConnectionError("store down")
+    event = identify("u1", plan="premium", email="ann@example.com", event_id="e1")
+    with pytest.raises(ConnectionError):
+        await world.service.apply_user_events([event])
+    # Saved while the change was delivered: the failure leaves it unmarked, so the redelivered
+    # batch delivers it again (subscribers drop the duplicate by event id) and counts it once.
+    assert links_of(world) == {}
+    assert world.profiles.markers == set()
+    await world.service.apply_user_events([event])
+    assert links_of(world) == {f"{PROJECT}|email:ann@example.com": "u1"}
+    assert world.memberships.counts["aud_p"] == 1
+    assert len({change.event_id for change in world.publisher.published}) == 1
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert world.profiles.markers == {(profile["_id"], profile["version"])}

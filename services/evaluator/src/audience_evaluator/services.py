@@ -246,8 +246,9 @@ class MembershipService:
             with STAGE_SECONDS.labels("write").time():
                 conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
-            # them. Saved after the delivery, off the path of its latency (a crash before that
-            # redelivers the events, whose replay relinks).
+            # them. Saved while the changes are delivered, not before (the delivery waits for no
+            # more than it must); a crash before they are saved redelivers the events, whose
+            # replay relinks.
             identity_docs.extend(
                 link
                 for pid, item in pending.items()
@@ -288,12 +289,13 @@ class MembershipService:
             await _at_once(
                 self._publish(changes),
                 self._count(changes, provenance, spans, replayed, written_at),
+                self._save_links(identity_docs),
             )
+        else:
+            await self._save_links(identity_docs)
         with STAGE_SECONDS.labels("mark").time():
             await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
         self._memberships.settle(changes, provenance)
-        with STAGE_SECONDS.labels("links").time():
-            await self._profiles.save_identity_links(identity_docs)
         # Only outboxes with a grace (not written for events) are cleared in the background.
         delivered_at = self._clock() if reason != "event" else None
         for pid, version, due_at in committed:
@@ -399,6 +401,10 @@ class MembershipService:
             change = restored_change(profile, stored)
             outboxes[pid].append(change)
             carried[change.event_id] = deciding_write(profile, stored, change.version)
+
+    async def _save_links(self, identity_docs: list[Document]) -> None:
+        with STAGE_SECONDS.labels("links").time():
+            await self._profiles.save_identity_links(identity_docs)
 
     async def _publish(self, changes: list[MembershipChanged]) -> None:
         with STAGE_SECONDS.labels("publish").time():
@@ -584,16 +590,18 @@ class MembershipService:
         )
 
 
-async def _at_once(first: Awaitable[None], second: Awaitable[None]) -> None:
-    """Two independent steps at once; when the second fails, the first is cancelled."""
-    running = asyncio.ensure_future(first)
+async def _at_once(*steps: Awaitable[None]) -> None:
+    """Independent steps at once; when one fails, the others are cancelled and its error raised
+    (as itself, not in a group: the retries tell outages by the exception's type)."""
+    running = [asyncio.ensure_future(step) for step in steps]
     try:
-        await second
+        for finished in asyncio.as_completed(running):
+            await finished
     except BaseException:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         raise
-    await running
 
 
 def _due_at(profile: Profile) -> datetime | None:
