@@ -37,7 +37,14 @@ start() {
   install
   if pid_alive kafka; then log "kafka already running"; return 0; fi
   configure
-  start_daemon kafka java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+  # The JIT's optimizing compiler (C2) kept compiling through a four-minute benchmark, in bursts
+  # of half a core to a core lasting a quarter second and more: on a small machine running the
+  # whole stack, every service stalled in them. The quick compiler alone made the broker cheaper
+  # there, not dearer (bench-evaluator: 0.16 cores in the workload phase against 0.28).
+  # AUDIENCES_KAFKA_JVM_OPTS replaces it, for a broker with cores of its own.
+  # shellcheck disable=SC2086  # options, split on purpose
+  start_daemon kafka java -Xms256m -Xmx1g -XX:+UseG1GC ${AUDIENCES_KAFKA_JVM_OPTS--XX:TieredStopAtLevel=1} \
+    -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$ROOT/deploy/local/kafka/log4j.properties" \
     -cp "$LIBS/*" kafka.Kafka "$CONF"
   wait_port kafka "$KAFKA_PORT" 90
