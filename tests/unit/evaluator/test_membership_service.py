@@ -457,7 +457,7 @@ async def test_spent_markers__dropped_while_batches_go_on__kept_when_the_drop_fa
 
     monkeypatch.setattr(world.profiles, "drop_markers", failing)
     with pytest.raises(ConnectionError):
-        await world.service.clear_delivered()
+        await world.service.drop_spent_markers()
     assert spent in world.profiles.markers
     # A slow drop on the next pass: a batch is not held up by it.
     release = asyncio.Event()
@@ -467,13 +467,35 @@ async def test_spent_markers__dropped_while_batches_go_on__kept_when_the_drop_fa
         await drop(outboxes)
 
     monkeypatch.setattr(world.profiles, "drop_markers", slow)
-    clearing = asyncio.create_task(world.service.clear_delivered())
+    dropping = asyncio.create_task(world.service.drop_spent_markers())
     await asyncio.sleep(0)
     await asyncio.wait_for(world.service.apply_user_events([identify("u2", plan="premium")]), 1)
     assert world.members("aud_p") == {"u2"}
     release.set()
-    await clearing
+    assert await dropping == 1
     assert spent not in world.profiles.markers
+
+
+async def test_sweeper__due_profiles_first__spent_markers_dropped_after(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.audience("aud_recent", "Users who did app_open in the last 1 days")
+    await world.service.apply_user_events([track("u1", "app_open")])
+    await world.service.apply_user_events([track("u1", "app_open")])  # the first marker is spent
+    drop = world.profiles.drop_markers
+    members_at_drop: list[set[str]] = []
+
+    async def drop_later(outboxes: Sequence[tuple[str, int]]) -> None:
+        members_at_drop.append(world.members("aud_recent"))
+        await drop(outboxes)
+
+    monkeypatch.setattr(world.profiles, "drop_markers", drop_later)
+    world.clock.advance(timedelta(days=1, seconds=1))
+    assert await world.sweeper.sweep_once() == 1
+    # The exit was decided before the drop began: due profiles never wait for the deletes.
+    assert members_at_drop == [set()]
+    pid = f"{PROJECT}/u1"
+    assert world.profiles.markers == {(pid, world.profiles.docs[pid]["version"])}
 
 
 async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:
@@ -491,6 +513,8 @@ async def test_time_outbox__delivered__cleared_in_the_background(world: World) -
     profile = world.profiles.docs[f"{PROJECT}/u1"]
     assert profile["outbox"] == []
     assert profile["due_at"] is None
+    # The emptied outbox's marker is spent: it goes with the drop that ends a sweeper pass.
+    assert await world.service.drop_spent_markers() == 1
     assert world.profiles.markers == set()
 
 
@@ -510,6 +534,7 @@ async def test_delivered_outbox__another_process_drops_it_without_replaying(
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     await other.clear_delivered()
+    await other.drop_spent_markers()
     assert world.profiles.markers == set()
 
 

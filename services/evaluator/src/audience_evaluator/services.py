@@ -362,20 +362,25 @@ class MembershipService:
             # The marker of an outbox a later write carried on (its clear missed) stays: the
             # process that carried it checks for it before counting.
             cleared = await self._profiles.clear_outboxes(ready)
-            spent, self._spent_markers = self._spent_markers | cleared, set()
+            self._spent_markers |= cleared
             for pid, _version, due_at in ready:
                 self._delivered.pop(pid, None)
                 self._note_due(pid, due_at)  # the outbox's grace is over with it
-        # The markers of outboxes a later write dropped (or a clear emptied) are never looked for
-        # again by this process, so they go without holding up its batches: under load they are
-        # thousands every pass, and deleting them took a quarter of a second and more, a stall
-        # every event in the process waited through.
+        return len(cleared)
+
+    async def drop_spent_markers(self) -> int:
+        """Delete the markers of outboxes a later write dropped (or a clear emptied).
+
+        No batch of this process looks for them again, so they go without its lock: under load
+        they are thousands every sweeper pass, and deleting them under the lock held every batch
+        up for a quarter of a second and more. A failed drop leaves them for the next pass."""
+        spent, self._spent_markers = self._spent_markers, set()
         try:
             await self._profiles.drop_markers(sorted(spent))
         except BaseException:
-            self._spent_markers |= spent  # dropped on a later pass
+            self._spent_markers |= spent
             raise
-        return len(cleared)
+        return len(spent)
 
     @staticmethod
     def _touch(
@@ -840,8 +845,15 @@ class SweepService:
         self._scan_requests += 1
 
     async def sweep_once(self, limit: int = 1000) -> int:
-        """One pass; reads run unlocked, only the writes take the profile lock."""
+        """One pass; reads run unlocked, only the writes take the profile lock. The spent markers
+        go last: their deletes give way to batches, and the due profiles do not wait for them."""
         await self._service.clear_delivered()
+        try:
+            return await self._sweep_due(limit)
+        finally:
+            await self._service.drop_spent_markers()
+
+    async def _sweep_due(self, limit: int) -> int:
         now = self._clock()
         ids = set(self._service.due_profile_ids(now, limit))
         if time.monotonic() >= self._next_scan:
