@@ -145,3 +145,30 @@ async def test_date_range_queries__match_dates_only_and_any_array_element(mongo_
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_deletes_by_id__exactly_the_named_documents(mongo_url: str) -> None:
+    """FerretDB as we build it deletes `{_id: "…"}` and `{_id: {$in: ["…"]}}` by its _id column,
+    without reading the documents; what goes is what MongoDB deletes."""
+    name = f"store_semantics_{secrets.token_hex(4)}"
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    docs = client[name].docs
+    try:
+        await docs.insert_many(
+            [{"_id": f"m{n}", "n": n} for n in range(8)] + [{"_id": 5, "n": "int"}]
+        )
+        many = await docs.delete_many({"_id": {"$in": ["m0", "m1", "m1", "nobody"]}})
+        one_id = await docs.delete_many({"_id": "m2"})
+        first_of_two = await docs.delete_one({"_id": {"$in": ["m3", "m4"]}})
+        # Not by string ids only: the query path, as before.
+        mixed = await docs.delete_many({"_id": {"$in": [5, "m5"]}})
+        by_number = await docs.delete_many({"_id": {"$in": ["5"]}})
+        with_more = await docs.delete_many({"_id": {"$in": ["m6"]}, "n": 99})
+        counts = (many, one_id, first_of_two, mixed, by_number, with_more)
+        assert [result.deleted_count for result in counts] == [2, 1, 1, 2, 0, 0]
+        left = {doc["_id"] async for doc in docs.find({}, {"_id": 1})}
+        assert len(left & {"m3", "m4"}) == 1
+        assert left - {"m3", "m4"} == {"m6", "m7"}
+    finally:
+        await client.drop_database(name)
+        await client.close()
