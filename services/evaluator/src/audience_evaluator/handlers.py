@@ -20,6 +20,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from audience_evaluator.adapters.kafka import OffsetCommitter
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
 from audience_evaluator.metrics import (
@@ -108,13 +109,16 @@ def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[bytes, b
 
 
 class OnPartitionsAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Calls back when this consumer is given partitions (at startup, and after a rebalance)."""
+    """Calls back when this consumer is given partitions (at startup, and after a rebalance);
+    commits what it processed before it gives partitions away, so their new owner does not
+    process it again."""
 
-    def __init__(self, callback: Callable[[], None]) -> None:
+    def __init__(self, callback: Callable[[], None], offsets: OffsetCommitter) -> None:
         self._callback = callback
+        self._offsets = offsets
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        await self._offsets.flush()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions.assigned", partitions=sorted(tp.partition for tp in assigned))
@@ -144,6 +148,8 @@ class EvaluatorHandlers:
         self.lock = lock
         # How long the last batch took: its successor's records were fetched as it began.
         self._last_batch_s = 0.0
+        # Offsets are committed after each batch is processed, without the batch waiting.
+        self.offsets = OffsetCommitter()
 
     async def retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Retry outages with jittered backoff; anything else propagates."""
@@ -215,6 +221,8 @@ class EvaluatorHandlers:
             raise
         finally:
             self._last_batch_s = time.perf_counter() - started
+        if consumer is not None:
+            self.offsets.processed(consumer, records)
 
     async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         with _logged_failures("audience_changes", records):
@@ -243,11 +251,12 @@ class EvaluatorHandlers:
             fetch_min_bytes=self._settings.fetch_min_bytes,
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             auto_offset_reset="earliest",
-            # Commit only after the handler returned, i.e. after the store writes succeeded;
-            # an exception rewinds the partitions so the batch is redelivered.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            # Offsets are committed by self.offsets once a batch is processed, i.e. after its
+            # store writes and deliveries succeeded; an exception rewinds the partitions so the
+            # batch is delivered again.
+            ack_policy=AckPolicy.MANUAL,
             decoder=raw_records,
-            listener=OnPartitionsAssigned(self._on_partitions_assigned),
+            listener=OnPartitionsAssigned(self._on_partitions_assigned, self.offsets),
         )
         self._user_events(self.on_user_events)
         # Every evaluator process keeps its own registry current, so each reads every audience

@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # What was processed is committed, so a restart does not process it again.
+        await container.handlers.offsets.stop()
         # Delivered outboxes left in profiles would be replayed by whoever touches them next.
         try:
             await container.memberships.clear_delivered(older_than=timedelta(0))
