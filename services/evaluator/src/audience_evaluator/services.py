@@ -246,9 +246,8 @@ class MembershipService:
             with STAGE_SECONDS.labels("write").time():
                 conflicts = await self._profiles.commit_profiles(writes)
             # Links from the committed traits: the sync service maps list records to users by
-            # them. Saved while the changes are delivered, not before (the delivery waits for no
-            # more than it must); a crash before they are saved redelivers the events, whose
-            # replay relinks.
+            # them. Saved alongside the delivery, so the batch waits no longer for them than for
+            # it; a crash before they are saved redelivers the events, whose replay relinks.
             identity_docs.extend(
                 link
                 for pid, item in pending.items()
