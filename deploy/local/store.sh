@@ -46,8 +46,8 @@ install_ferretdb() {
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
   # Our fixes (deploy/local/ferretdb/, explained in docs/operations.md): lookups by _id use the
   # _id index, update/findAndModify/delete commands are atomic, a replace guarded by version is
-  # one UPDATE statement, documents are encoded without reflection, and release builds skip
-  # leak tracking and the wire module's debug checks.
+  # one UPDATE statement, deletes by _id skip reading the documents, documents are encoded
+  # without reflection, and release builds skip leak tracking and the wire module's debug checks.
   local patch_file
   while read -r patch_file; do
     (cd "$src" && git apply -p1 "$ROOT/deploy/local/ferretdb/$patch_file") || die "could not apply $patch_file"
