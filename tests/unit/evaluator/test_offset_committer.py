@@ -105,3 +105,15 @@ async def test_failed_commit__tried_again_without_new_batches(
             await asyncio.sleep(0.01)
     assert consumer.committed() == {0: 9}
     await offsets.stop()
+
+
+async def test_commit_cancelled_at_shutdown__its_offsets_still_committed_by_stop() -> None:
+    consumer, offsets = FakeConsumer({0}), OffsetCommitter()
+    consumer.release.clear()
+    offsets.processed(consumer, records(0, 3))  # type: ignore[arg-type]
+    await settled()  # the background commit is waiting on the broker
+    stopping = asyncio.create_task(offsets.stop())
+    await settled()
+    consumer.release.set()
+    await stopping
+    assert consumer.committed() == {0: 4}

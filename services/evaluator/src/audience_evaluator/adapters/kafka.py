@@ -149,10 +149,13 @@ class OffsetCommitter:
                 return True
             try:
                 await consumer.commit(offsets)
-            except KafkaError as exc:
-                # A newer offset of a partition that came meanwhile replaces its own.
+            except BaseException as exc:
+                # Kept for the next commit, also when this one was cancelled (at shutdown); a
+                # newer offset of a partition that came meanwhile replaces its own.
                 for tp, offset in offsets.items():
                     self._pending[tp] = max(self._pending.get(tp, 0), offset)
+                if not isinstance(exc, KafkaError):
+                    raise
                 log.warning("offsets.not_committed", error=repr(exc))
                 return False
             return True

@@ -32,6 +32,7 @@ from audience_shared.rules import Group
 from audience_shared.schema import COUNT_FIELDS
 from audience_shared.store import (
     BULK_CHUNK,
+    ID_LOOKUP_CHUNK,
     INSERT_CHUNK,
     apply_one,
     bulk_write_chunked,
@@ -42,8 +43,6 @@ from audience_shared.store import (
 Document = dict[str, Any]
 log = structlog.get_logger()
 DUPLICATE_KEY = 11000
-# Spent delivery markers deleted per command (see drop_markers): about 5 ms each on FerretDB.
-MARKER_DROP_CHUNK = 500
 # A counter keeps tokens of the changes it applied until they are settled: their outbox is marked
 # delivered, so no process that reads the profile from then on replays them. The changes a profile
 # write decided are recorded by the write's token, once for all of them (a batch's counter write
@@ -395,10 +394,11 @@ class MongoProfileStore:
         held it for about 200 ms at once, the batches' profile writes queued behind them, and the
         event latency of those seconds doubled."""
         keys = [_marker_id(pid, version) for pid, version in outboxes]
-        for start in range(0, len(keys), MARKER_DROP_CHUNK):
+        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
             began = time.monotonic()
-            await delete_by_ids(self._markers, keys[start : start + MARKER_DROP_CHUNK])
-            await asyncio.sleep(time.monotonic() - began)
+            await delete_by_ids(self._markers, keys[start : start + ID_LOOKUP_CHUNK])
+            if start + ID_LOOKUP_CHUNK < len(keys):
+                await asyncio.sleep(time.monotonic() - began)
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         # A profile with an undelivered outbox is due too (see OUTBOX_GRACE): one indexed query.
