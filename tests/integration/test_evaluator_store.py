@@ -15,6 +15,7 @@ from audience_evaluator.adapters.mongo import (
     MongoMembershipStore,
     MongoProfileStore,
     change_token,
+    token_slot,
 )
 from audience_evaluator.errors import LateCount
 from audience_evaluator.ports import Provenance
@@ -145,6 +146,45 @@ async def test_counters__two_processes_at_once_and_a_replay__each_change_counts_
     counter = await client[db_name].audience_counts.find_one({"_id": "aud"})
     assert counter is not None
     assert (counter["entered_total"], counter["exited_total"]) == (200, 1)
+
+
+async def test_counters__processes_in_slots_of_their_own__no_race__readers_add_them_up(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    stores = [MongoMembershipStore(client[db_name]) for _ in range(2)]
+    batches = [[change(f"u{n}-{i}") for i in range(20)] for n in range(10)]
+    # Process n % 2 counts in slot n % 2 (its writes' tokens name it); each batch twice.
+    written = [
+        Provenance(decided={c.event_id: f"w{n}.{n % 2}" for c in b}) for n, b in enumerate(batches)
+    ]
+    for _ in range(2):
+        await asyncio.gather(
+            *(stores[n % 2].count_changes(b, written[n]) for n, b in enumerate(batches))
+        )
+    # A third process carried one change over from slot 1's outbox: counted there, once.
+    await MongoMembershipStore(client[db_name]).count_changes(
+        [batches[1][0]], Provenance(carried={batches[1][0].event_id: "w1.1"})
+    )
+    counters = {d["_id"]: d async for d in client[db_name].audience_counts.find()}
+    assert sorted(counters) == ["aud", "aud|0", "aud|1"]
+    assert counters["aud"]["member_count"] == 0  # created for the readers, never counted in
+    # Each process's five batches each landed at the first try: nobody raced it.
+    assert [counters[f"aud|{slot}"]["count_version"] for slot in (0, 1)] == [5, 5]
+    assert [counters[f"aud|{slot}"]["member_count"] for slot in (0, 1)] == [100, 100]
+    assert await stores[0].member_count("aud") == 200
+
+
+async def test_commit_profiles__tokens_name_the_slot_of_the_first_partition_held(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    store = MongoProfileStore(client[db_name])
+    await store.commit_profiles([({"_id": "p/a", "version": 1}, 0)])
+    store.count_in_slot_of({5, 3})
+    await store.commit_profiles([({"_id": "p/b", "version": 1}, 0)])
+    store.count_in_slot_of(set())  # every partition revoked: the base again
+    await store.commit_profiles([({"_id": "p/c", "version": 1}, 0)])
+    stored = {d["_id"]: d["written_by"] async for d in client[db_name].profiles.find()}
+    assert [token_slot(stored[pid]) for pid in ("p/a", "p/b", "p/c")] == [None, 3, None]
 
 
 async def test_counters__settled_changes__forgotten_at_the_next_write(
@@ -336,6 +376,29 @@ async def test_reconcile__counts_from_profiles__an_audience_with_a_change_in_fli
     counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
     assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_gone": 0}
     assert sorted(await store.member_profile_ids("aud_x")) == ["p/a", "p/b"]
+
+
+async def test_reconcile__counts_in_slots__the_base_takes_the_difference(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    db = client[db_name]
+    await db.profiles.insert_many(
+        [{"_id": f"p/{n}", "version": 1, "audiences": ["aud"], "outbox": []} for n in range(3)]
+    )
+    await db.audience_counts.insert_many(
+        [
+            {"_id": "aud|0", "member_count": 4, "applied": "", "count_version": 3},
+            {"_id": "aud|2", "member_count": 1, "applied": "", "count_version": 1},
+            {"_id": "new|1", "member_count": 1, "applied": "", "count_version": 1},
+        ]
+    )
+    store = MongoMembershipStore(db)
+    # The first pass creates the missing base documents; the next repairs through them.
+    for _ in range(2):
+        await store.reconcile_counts(["aud", "new"])
+    counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
+    assert counts == {"aud": -2, "aud|0": 4, "aud|2": 1, "new": -1, "new|1": 1}
+    assert (await store.member_count("aud"), await store.member_count("new")) == (3, 0)
 
 
 async def test_adopt_membership_documents__join_times_move_into_profiles__collection_dropped(

@@ -10,9 +10,6 @@ from audience_shared.store import IndexKeys
 
 A = ASCENDING
 
-# The fields of an `audience_counts` document that readers show.
-COUNT_FIELDS = ("member_count", "entered_total", "exited_total")
-
 INDEXES: dict[str, list[IndexKeys]] = {
     "organizations": [],
     "projects": [[("organization_id", A)]],
@@ -23,7 +20,8 @@ INDEXES: dict[str, list[IndexKeys]] = {
         [("project_id", A), ("group_id", A)],
     ],
     "audience_state": [],
-    # The evaluator's exactly-once member counters, one per audience (`_id` = audience id).
+    # The evaluator's exactly-once member counters: an audience's base document (`_id` = audience
+    # id) and one per counting slot (see counters.py).
     "audience_counts": [],
     # Size-history points, `_id = f"{audience_id}|{hour}"`: read by enumerating the hours.
     "audience_history": [],

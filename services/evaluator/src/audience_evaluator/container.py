@@ -1,6 +1,7 @@
 """The evaluator's composition root: the only place that picks adapters."""
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -39,6 +40,13 @@ from audience_shared.topics import PARTITIONS, Topic
 log = structlog.get_logger()
 
 RECONCILE_SPACING = 20
+
+
+def _on_assigned(profiles: MongoProfileStore, sweeper: SweepService, partitions: set[int]) -> None:
+    """A new assignment: count in its slot; look for due profiles another process kept."""
+    profiles.count_in_slot_of(partitions)
+    if partitions:
+        sweeper.request_scan()
 
 
 @dataclass
@@ -96,7 +104,7 @@ class Container:
             lifecycle,
             KafkaDeadLetters(broker),
             lock,
-            on_partitions_assigned=sweeper.request_scan,
+            on_partitions_assigned=functools.partial(_on_assigned, profiles, sweeper),
         )
         handlers.register(broker)
         return cls(

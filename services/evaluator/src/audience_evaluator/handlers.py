@@ -113,7 +113,7 @@ class OnPartitionsAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
     commits what it processed before it gives partitions away, so their new owner does not
     process it again."""
 
-    def __init__(self, callback: Callable[[], None], offsets: OffsetCommitter) -> None:
+    def __init__(self, callback: Callable[[set[int]], None], offsets: OffsetCommitter) -> None:
         self._callback = callback
         self._offsets = offsets
 
@@ -121,9 +121,9 @@ class OnPartitionsAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._offsets.flush()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions.assigned", partitions=sorted(tp.partition for tp in assigned))
-        if assigned:
-            self._callback()
+        partitions = {tp.partition for tp in assigned}
+        log.info("partitions.assigned", partitions=sorted(partitions))
+        self._callback(partitions)
 
 
 class EvaluatorHandlers:
@@ -137,10 +137,10 @@ class EvaluatorHandlers:
         lifecycle: AudienceLifecycleService,
         dead_letters: KafkaDeadLetters,
         lock: asyncio.Lock,
-        on_partitions_assigned: Callable[[], None] = lambda: None,
+        on_partitions_assigned: Callable[[set[int]], None] = lambda partitions: None,
     ) -> None:
         self._settings = settings
-        # Profiles whose due times another process kept come with its partitions.
+        # Called with the user-events partitions this process holds after each assignment.
         self._on_partitions_assigned = on_partitions_assigned
         self._memberships = memberships
         self._lifecycle = lifecycle

@@ -11,8 +11,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
+from audience_shared.counters import COUNT_FIELDS, all_counter_ids, counter_ids, summed_counts
 from audience_shared.rules import Group
-from audience_shared.schema import COUNT_FIELDS, INDEXES, UNIQUE
+from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import ensure_schema, find_by_ids
 
 Document = dict[str, Any]
@@ -82,16 +83,17 @@ class MongoAudienceRepository:
         return (await self.states([audience_id])).get(audience_id)
 
     async def states(self, audience_ids: Sequence[str]) -> dict[str, Document]:
-        """The evaluator's state of each audience, with its counts (kept in a document of their
-        own, `audience_counts`, which a data directory from before it may lack)."""
+        """The evaluator's state of each audience, with its counts (kept in documents of their
+        own, `audience_counts`, which a data directory from before them may lack)."""
         if not audience_ids:
             return {}
         found = await find_by_ids(self._db.audience_state, audience_ids, {"applied": 0})
-        counts = await find_by_ids(
-            self._db.audience_counts, list(found), dict.fromkeys(COUNT_FIELDS, 1)
+        counters = await find_by_ids(
+            self._db.audience_counts, all_counter_ids(found), dict.fromkeys(COUNT_FIELDS, 1)
         )
-        for audience_id, state in found.items():
-            state.update(counts.get(audience_id, {}))
+        for audience_id, counts in summed_counts(list(found), counters).items():
+            if any(counter_id in counters for counter_id in counter_ids(audience_id)):
+                found[audience_id].update(counts)
         return found
 
     async def claim_refresh(self, audience_id: str, version: int, at: datetime) -> bool:

@@ -25,11 +25,18 @@ from audience_evaluator.metrics import PROFILE_CACHE, PROFILE_CACHE_ENCODED
 from audience_evaluator.outbox import outbox_audience
 from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
+from audience_shared.counters import (
+    COUNT_FIELDS,
+    COUNTER_SLOTS,
+    all_counter_ids,
+    counter_id,
+    counter_ids,
+    summed_counts,
+)
 from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key
 from audience_shared.rules import Group
-from audience_shared.schema import COUNT_FIELDS
 from audience_shared.store import (
     BULK_CHUNK,
     ID_LOOKUP_CHUNK,
@@ -139,6 +146,33 @@ def recorded_token(change: MembershipChanged, provenance: Provenance) -> str:
     """The token a counter records a change by: its write's, or (carried over) its own."""
     written = provenance.decided.get(change.event_id)
     return WRITE_MARK + written if written else change_token(change.event_id)
+
+
+# A write token ends in this mark and the counting slot of the process that wrote it.
+SLOT_MARK = "."
+
+
+def write_token(slot: int | None) -> str:
+    """A new write's token, naming the slot its changes are counted in (None: the base)."""
+    token = secrets.token_hex(8)
+    return token if slot is None else f"{token}{SLOT_MARK}{slot}"
+
+
+def token_slot(token: str | None) -> int | None:
+    """The counting slot a write token names; None (the base document) for a token without one,
+    as older versions wrote them, whose processes counted every change there."""
+    if not token:
+        return None
+    _, mark, slot = token.rpartition(SLOT_MARK)
+    return int(slot) if mark and slot.isdigit() and int(slot) < COUNTER_SLOTS else None
+
+
+def counted_in(change: MembershipChanged, provenance: Provenance) -> str:
+    """The counter document a change is counted in: the slot its deciding write names, so every
+    process that delivers it (the decider, or one that carried it over) counts it in the same
+    document, where the tokens that recognise a replay are."""
+    written = provenance.decided.get(change.event_id) or provenance.carried.get(change.event_id)
+    return counter_id(change.audience_id, token_slot(written))
 
 
 def _counted(
@@ -272,6 +306,14 @@ class MongoProfileStore:
         self._cache = ProfileCache(cache_size, decoded_cache_size)
         # Identity link keys known to be stored (a dict for its order: oldest first).
         self._linked: dict[str, None] = {}
+        # Where the changes this process's writes decide are counted (see counters.py).
+        self._counter_slot: int | None = None
+
+    def count_in_slot_of(self, partitions: Iterable[int]) -> None:
+        """Count from now on in the slot of the first of these user-events partitions (this
+        process's assignment); without partitions, in the base document."""
+        first = min(partitions, default=None)
+        self._counter_slot = None if first is None else first % COUNTER_SLOTS
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         found: dict[str, Document] = {}
@@ -297,7 +339,7 @@ class MongoProfileStore:
         # Each write carries a token of this call: when a guarded write matched nothing, the
         # stored document's token tells "already ours" (a retried chunk) from "another writer
         # won" (which may have written the same version number, from the same stale read).
-        token = secrets.token_hex(8)
+        token = write_token(self._counter_slot)
         for profile, _expected in writes:
             profile["written_by"] = token
         for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
@@ -472,10 +514,11 @@ class MongoMembershipStore:
         self._state = db.audience_state
         self._counts = db.audience_counts
         self._history = db.audience_history
-        # Counter documents as this process last wrote or read them. Every write is guarded by
-        # `count_version`, so a copy another process has moved on since only costs a re-read.
+        # Counter documents (by `_id`) as this process last wrote or read them. Every write is
+        # guarded by `count_version`, so a copy another process has moved on since only costs a
+        # re-read.
         self._counters: dict[str, Document] = {}
-        # Per audience, tokens of changes this process settled, oldest first, with when.
+        # Per counter document, tokens of changes this process settled, oldest first, with when.
         self._settled: dict[str, deque[tuple[float, set[str]]]] = defaultdict(deque)
 
     def settle(
@@ -486,19 +529,19 @@ class MongoMembershipStore:
         now = time.monotonic()
         tokens: dict[str, set[str]] = defaultdict(set)
         for change in changes:
-            tokens[change.audience_id].add(recorded_token(change, provenance))
-        for audience_id, settled in tokens.items():
-            self._settled[audience_id].append((now, settled))
-        for audience_id in list(self._settled):
-            entries = self._settled[audience_id]
+            tokens[counted_in(change, provenance)].add(recorded_token(change, provenance))
+        for key, settled in tokens.items():
+            self._settled[key].append((now, settled))
+        for key in list(self._settled):
+            entries = self._settled[key]
             while entries and entries[0][0] < now - SETTLED_REMEMBERED_S:
                 entries.popleft()  # written out by nobody: the counter's cap drops them
             if not entries:
-                del self._settled[audience_id]
+                del self._settled[key]
 
-    def _forgettable(self, audience_id: str, cutoff: float) -> tuple[int, set[str]]:
-        """How many of the audience's settled entries are past their grace, and their tokens."""
-        entries = self._settled.get(audience_id, ())
+    def _forgettable(self, key: str, cutoff: float) -> tuple[int, set[str]]:
+        """How many of a counter's settled entries are past their grace, and their tokens."""
+        entries = self._settled.get(key, ())
         ready = 0
         tokens: set[str] = set()
         for at, settled in entries:
@@ -508,15 +551,15 @@ class MongoMembershipStore:
             tokens |= settled
         return ready, tokens
 
-    def _written_out(self, audience_id: str, ready: int) -> None:
-        """The audience's first `ready` settled entries went with a landed write: forget them."""
-        entries = self._settled.get(audience_id)
+    def _written_out(self, key: str, ready: int) -> None:
+        """A counter's first `ready` settled entries went with a landed write: forget them."""
+        entries = self._settled.get(key)
         if entries is None:
             return
         for _ in range(min(ready, len(entries))):
             entries.popleft()
         if not entries:
-            del self._settled[audience_id]
+            del self._settled[key]
 
     async def count_changes(
         self,
@@ -526,65 +569,71 @@ class MongoMembershipStore:
     ) -> None:
         """Move each audience's count and running totals once per change, even when replayed.
 
-        One counter document per audience (`audience_counts`), written whole once per batch:
-        it keeps tokens of the changes it applied until they are settled (see settle,
+        Each change is counted in one document of its audience's counters (`audience_counts`, see
+        counters.py and counted_in): the slot its deciding write names, so concurrent processes
+        write documents of their own. Each document is written whole once per batch: it keeps
+        tokens of the changes it applied until they are settled (see settle,
         SETTLE_GRACE_S and Provenance), so a replayed change is recognised, and each write is
         guarded by `count_version`, so it lands only if no other writer moved the counter since
-        this process read it (else that audience is read again and tried again). A whole-document
-        replace guarded by version is one statement on FerretDB as we build it, and the batch's
-        counters go out in one command. No write is issued after `issue_by` (time.monotonic()).
+        this process read it (else that document is read again and tried again). A
+        whole-document replace guarded by version is one statement on FerretDB as we build it,
+        and the batch's counters go out in one command. No write is issued after `issue_by`
+        (time.monotonic()).
         """
         pending: dict[str, list[MembershipChanged]] = defaultdict(list)
         for change in changes:
-            pending[change.audience_id].append(change)
+            pending[counted_in(change, provenance)].append(change)
         for attempt in range(COUNT_ROUNDS):
             if attempt:
                 await asyncio.sleep(random.uniform(0, COUNT_BACKOFF_S * attempt))
-            await self._read_counters([aid for aid in pending if aid not in self._counters])
+            await self._read_counters({key: items[0].audience_id for key, items in pending.items()})
             if (late_by := time.monotonic() - issue_by) > 0:
                 raise LateCount(late_by)
             cutoff = time.monotonic() - SETTLE_GRACE_S
-            forgettable = {aid: self._forgettable(aid, cutoff) for aid in pending}
+            forgettable = {key: self._forgettable(key, cutoff) for key in pending}
             writes = {
-                audience_id: counted
-                for audience_id, items in pending.items()
+                key: counted
+                for key, items in pending.items()
                 if (
-                    counted := _counted(
-                        self._counters[audience_id],
-                        items,
-                        forgettable[audience_id][1],
-                        provenance,
-                    )
+                    counted := _counted(self._counters[key], items, forgettable[key][1], provenance)
                 )
                 is not None
             }
-            landed = await self._write_counters(writes)
-            for audience_id in landed:
-                self._written_out(audience_id, forgettable[audience_id][0])
+            landed = await self._write_counters(
+                writes, {key: pending[key][0].audience_id for key in writes}
+            )
+            for key in landed:
+                self._written_out(key, forgettable[key][0])
             pending = {
-                aid: items for aid, items in pending.items() if aid in writes and aid not in landed
+                key: items for key, items in pending.items() if key in writes and key not in landed
             }
             if not pending:
                 return
         raise CountConflict(sorted(pending))
 
-    async def _read_counters(self, audience_ids: Sequence[str]) -> None:
-        """Load counter documents into memory; an audience without one gets it created, from the
-        counts an older version kept in `audience_state` if there are any."""
-        if not audience_ids:
+    async def _read_counters(self, audiences: Mapping[str, str], fresh: bool = False) -> None:
+        """Load counter documents (`_id` → its audience) into memory, unless held already (or
+        `fresh`). One not stored is created; so is its audience's base document, from the counts
+        an older version kept in `audience_state` if there are any: readers add up the slots
+        and the base, and the base must hold those before any slot counts."""
+        keys = [key for key in audiences if fresh or key not in self._counters]
+        if not keys:
             return
-        found = await find_by_ids(self._counts, audience_ids)
-        missing = [aid for aid in audience_ids if aid not in found]
+        found = await find_by_ids(self._counts, keys)
+        missing = [key for key in keys if key not in found]
         if missing:
+            bases = sorted({audiences[key] for key in missing})
+            found_bases = await find_by_ids(self._counts, [b for b in bases if b not in missing])
+            to_create = [*missing, *(b for b in bases if b not in missing and b not in found_bases)]
             older = await find_by_ids(
-                self._state, missing, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
+                self._state, bases, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
             )
-            for audience_id in missing:
+            for key in to_create:
                 seed = _settling(
                     {
-                        "_id": audience_id,
-                        **{name: older.get(audience_id, {}).get(name, 0) for name in COUNT_FIELDS},
-                        "applied": " ".join(applied_tokens(older.get(audience_id))),
+                        "_id": key,
+                        **{name: older.get(key, {}).get(name, 0) for name in COUNT_FIELDS},
+                        "applied": " ".join(applied_tokens(older.get(key))),
                         "count_version": 0,
                     },
                     time.time(),
@@ -594,13 +643,15 @@ class MongoMembershipStore:
             found |= await find_by_ids(self._counts, missing)
         self._counters.update(found)
 
-    async def _write_counters(self, writes: Mapping[str, Document]) -> set[str]:
-        """Guarded replaces of counter documents; returns the audiences whose write landed."""
+    async def _write_counters(
+        self, writes: Mapping[str, Document], audiences: Mapping[str, str]
+    ) -> set[str]:
+        """Guarded replaces of counter documents; returns the `_id`s whose write landed."""
         if not writes:
             return set()
         ops = [
-            ReplaceOne({"_id": aid, "count_version": doc["count_version"] - 1}, doc)
-            for aid, doc in writes.items()
+            ReplaceOne({"_id": key, "count_version": doc["count_version"] - 1}, doc)
+            for key, doc in writes.items()
         ]
         try:
             result = await self._counts.bulk_write(ops, ordered=False)
@@ -609,14 +660,12 @@ class MongoMembershipStore:
                 return set(writes)
         except (BulkWriteError, KeyError):
             pass  # told apart below, by what the store holds now
-        for audience_id in writes:
-            self._counters.pop(audience_id, None)
-        await self._read_counters(list(writes))
+        await self._read_counters(audiences, fresh=True)
         return {
-            aid
-            for aid, doc in writes.items()
-            if self._counters[aid].get("count_version") == doc["count_version"]
-            and self._counters[aid].get("applied") == doc["applied"]
+            key
+            for key, doc in writes.items()
+            if self._counters[key].get("count_version") == doc["count_version"]
+            and self._counters[key].get("applied") == doc["applied"]
         }
 
     async def member_profile_ids(self, audience_id: str) -> list[str]:
@@ -625,9 +674,12 @@ class MongoMembershipStore:
 
     async def member_count(self, audience_id: str) -> int:
         """The incremental count as the store holds it now."""
-        self._counters.pop(audience_id, None)
-        await self._read_counters([audience_id])
-        return int(self._counters[audience_id].get("member_count", 0))
+        stored = await self._stored_counters([audience_id])
+        return summed_counts([audience_id], stored)[audience_id]["member_count"]
+
+    async def _stored_counters(self, audience_ids: Sequence[str]) -> dict[str, Document]:
+        """Every counter document of these audiences as the store holds it now, by `_id`."""
+        return await find_by_ids(self._counts, all_counter_ids(audience_ids))
 
     async def reconcile_counts(self, audience_ids: Sequence[str]) -> None:
         """Repair counts that drifted from the profiles' memberships, with one pass over the
@@ -637,11 +689,12 @@ class MongoMembershipStore:
         from its write, its count moves when its outbox is delivered: an audience named in an
         outbox that has no delivered marker may have a change in flight (another process between
         write and delivery, or one that died there), so it is left to the next pass. So is a
-        counter that moved while the profiles were counted. A repair is guarded by
-        `count_version`, so a counter update that read the old count tries again.
+        counter that moved while the profiles were counted. A repair moves the audience's base
+        document by the difference, guarded by its `count_version`, so a counter update that read
+        the old base tries again.
         """
         wanted = set(audience_ids)
-        before = await self._fresh_counters(audience_ids)
+        before = await self._stored_counters(audience_ids)
         cursor = await self._profiles.aggregate(
             [
                 {"$match": {"audiences": {"$in": sorted(wanted)}}},
@@ -651,23 +704,28 @@ class MongoMembershipStore:
         )
         counted = {doc["_id"]: doc["count"] async for doc in cursor}
         in_flight = await self._audiences_in_flight()
-        after = await self._fresh_counters(audience_ids)
+        after = await self._stored_counters(audience_ids)
+        totals = summed_counts(audience_ids, after)
+
+        def versions(stored: Mapping[str, Document], audience_id: str) -> list[Any]:
+            return [stored.get(key, {}).get("count_version") for key in counter_ids(audience_id)]
+
         for audience_id in audience_ids:
-            version = after[audience_id].get("count_version")
             count = counted.get(audience_id, 0)
-            if before[audience_id].get("count_version") != version or audience_id in in_flight:
+            was = totals[audience_id]["member_count"]
+            if versions(before, audience_id) != versions(after, audience_id):
                 continue
-            if after[audience_id].get("member_count", 0) == count:
+            if audience_id in in_flight or was == count:
                 continue
-            log.warning(
-                "count.repaired",
-                audience_id=audience_id,
-                was=after[audience_id].get("member_count", 0),
-                now=count,
-            )
+            if audience_id not in after:
+                # Created first (from the counts an older version kept, if any): repaired by the
+                # next pass, which adds it up with the rest.
+                await self._read_counters({audience_id: audience_id})
+                continue
+            log.warning("count.repaired", audience_id=audience_id, was=was, now=count)
             await self._counts.update_one(
-                {"_id": audience_id, "count_version": version},
-                {"$set": {"member_count": count}, "$inc": {"count_version": 1}},
+                {"_id": audience_id, "count_version": after[audience_id].get("count_version")},
+                {"$inc": {"member_count": count - was, "count_version": 1}},
             )
             self._counters.pop(audience_id, None)
 
@@ -716,19 +774,13 @@ class MongoMembershipStore:
         log.info("memberships.adopted", profiles=len(ops))
         return len(ops)
 
-    async def _fresh_counters(self, audience_ids: Sequence[str]) -> dict[str, Document]:
-        for audience_id in audience_ids:
-            self._counters.pop(audience_id, None)
-        await self._read_counters(audience_ids)
-        return {audience_id: self._counters[audience_id] for audience_id in audience_ids}
-
     async def record_history(self, audience_id: str, project_id: str, now: datetime) -> None:
         """Write this hour's size-history point: the count now, and the entries and exits since
         the last point of the previous hour (from the exactly-once running totals)."""
-        await self._read_counters([audience_id])
+        counts = summed_counts([audience_id], await self._stored_counters([audience_id]))
         state = {
             **(await self._state.find_one({"_id": audience_id}, {"history_last": 1}) or {}),
-            **self._counters[audience_id],
+            **counts[audience_id],
         }
         bucket = history_bucket(now)
         entered, exited = state.get("entered_total", 0), state.get("exited_total", 0)
