@@ -519,6 +519,47 @@ async def mark_checks(ports: list[int]) -> dict[str, int]:
     return totals
 
 
+async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
+    """Seconds and observations so far of each batch stage, and of whole batches (`batch`) and
+    their sizes (`events`), summed over the evaluators."""
+    totals: dict[str, tuple[float, int]] = {}
+    families = {
+        "audiences_evaluator_stage_seconds": None,
+        "audiences_evaluator_batch_seconds": "batch",
+        "audiences_evaluator_batch_size": "events",
+    }
+    for family, name in families.items():
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for sample in await metric_samples(ports, family):
+            key = name or sample.labels.get("stage", "")
+            if sample.name.endswith("_sum"):
+                sums[key] = sums.get(key, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                counts[key] = counts.get(key, 0) + int(sample.value)
+        totals |= {key: (sums[key], counts.get(key, 0)) for key in sums}
+    return totals
+
+
+def per_batch(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]]) -> str:
+    """Where a phase's batches went: their count and mean size, then each stage's mean ms per
+    batch (a stage some batches skip, such as fetch, is averaged over all of them)."""
+    batches = after.get("batch", (0.0, 0))[1] - before.get("batch", (0.0, 0))[1]
+    if not batches:
+        return "no batches"
+
+    def delta(key: str) -> float:
+        return after.get(key, (0.0, 0))[0] - before.get(key, (0.0, 0))[0]
+
+    parts = [f"{batches} batches of {delta('events') / batches:.0f} events"]
+    parts += [
+        f"{key} {delta(key) / batches * 1000:.1f}"
+        for key in ("batch", "fetch", "decode", "read", "evaluate", "write")
+        + ("publish", "count", "links", "mark")
+    ]
+    return ", ".join(parts) + " (ms per batch)"
+
+
 async def store_time(ports: list[int], top: int = 8) -> dict[str, float]:
     """The store command seconds the evaluators spent, by command and collection, largest first."""
     totals: dict[str, float] = {}
@@ -571,9 +612,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             # The benchmark's own workload (fresh events for the same users) at the fixed rate.
             mix = make_events(args.rate * args.seconds, args.users, seed=12, first_id=args.events)
+            ports = evaluator_ports(args.evaluators)
+            stages = [await stage_totals(ports)]
             phase_cpu, phase_started = cpu_seconds(processes), time.perf_counter()
             workload = await latency(bootstrap, args.rate, args.seconds, mix=mix)
             phase_s = time.perf_counter() - phase_started
+            stages.append(await stage_totals(ports))
             # Cores each part used in the workload phase (offering, then working off its queue).
             workload_cores = {
                 name: round((after - phase_cpu[name]) / phase_s, 2)
@@ -581,16 +625,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             # The worst case at the same rate: every event a new user's first.
             await drained(bootstrap)
+            stages.append(await stage_totals(ports))
             new_users = await latency(
                 bootstrap, args.rate, args.seconds, first_user=args.rate * args.seconds
             )
+            stages.append(await stage_totals(ports))
             # Also below saturation: latency where the evaluator keeps up, not queueing (once
             # the backlog the fixed rate left is worked off).
             await drained(bootstrap)
             light_rate = max(int(events_per_s / 2), 1)
+            stages.append(await stage_totals(ports))
             light = await latency(
                 bootstrap, light_rate, args.seconds, first_user=2 * args.rate * args.seconds
             )
+            stages.append(await stage_totals(ports))
             store_seconds = await store_time(evaluator_ports(args.evaluators))
             checks = await mark_checks(evaluator_ports(args.evaluators))
         finally:
@@ -637,6 +685,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms_by_second": workload.p99_by_second,
         "new_users_p99_ms_by_second": new_users.p99_by_second,
         "light_p99_ms_by_second": light.p99_by_second,
+        # Where each phase's batches went (from the evaluators' stage metrics).
+        "batches_workload": per_batch(stages[0], stages[1]),
+        "batches_new_users": per_batch(stages[2], stages[3]),
+        "batches_light": per_batch(stages[4], stages[5]),
         # Counts that checked the delivered markers first (a late delivery, a replayed outbox).
         "mark_checks_late": checks.get("late", 0),
         "mark_checks_replayed": checks.get("replayed", 0),

@@ -164,7 +164,7 @@ def token_slot(token: str | None) -> int | None:
     if not token:
         return None
     _, mark, slot = token.rpartition(SLOT_MARK)
-    return int(slot) if mark and slot.isdigit() and int(slot) < COUNTER_SLOTS else None
+    return int(slot) if mark and slot.isdecimal() and int(slot) < COUNTER_SLOTS else None
 
 
 def counted_in(change: MembershipChanged, provenance: Provenance) -> str:
