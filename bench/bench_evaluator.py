@@ -519,6 +519,10 @@ async def mark_checks(ports: list[int]) -> dict[str, int]:
     return totals
 
 
+# The stages of a batch, in order (publish, count and links run at once).
+STAGES = ("fetch", "decode", "read", "evaluate", "write", "publish", "count", "links", "mark")
+
+
 async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
     """Seconds and observations so far of each batch stage, and of whole batches (`batch`) and
     their sizes (`events`), summed over the evaluators."""
@@ -552,11 +556,7 @@ def per_batch(before: dict[str, tuple[float, int]], after: dict[str, tuple[float
         return after.get(key, (0.0, 0))[0] - before.get(key, (0.0, 0))[0]
 
     parts = [f"{batches} batches of {delta('events') / batches:.0f} events"]
-    parts += [
-        f"{key} {delta(key) / batches * 1000:.1f}"
-        for key in ("batch", "fetch", "decode", "read", "evaluate", "write")
-        + ("publish", "count", "links", "mark")
-    ]
+    parts += [f"{key} {delta(key) / batches * 1000:.1f}" for key in ("batch", *STAGES)]
     return ", ".join(parts) + " (ms per batch)"
 
 
