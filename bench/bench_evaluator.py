@@ -631,12 +631,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             stages.append(await stage_totals(ports))
             # Also below saturation: latency where the evaluator keeps up, not queueing (once
-            # the backlog the fixed rate left is worked off).
+            # the backlog the fixed rate left is worked off): the workload at half the sustained
+            # throughput. (New users only at that rate were not below saturation: each costs
+            # about twice a workload event, and the phase queued up on a fast machine.)
             await drained(bootstrap)
             light_rate = max(int(events_per_s / 2), 1)
+            light_mix = make_events(
+                light_rate * args.seconds,
+                args.users,
+                seed=13,
+                first_id=args.events + args.rate * args.seconds,
+            )
             stages.append(await stage_totals(ports))
             light = await latency(
-                bootstrap, light_rate, args.seconds, first_user=2 * args.rate * args.seconds
+                bootstrap,
+                light_rate,
+                args.seconds,
+                first_user=2 * args.rate * args.seconds,
+                mix=light_mix,
             )
             stages.append(await stage_totals(ports))
             store_seconds = await store_time(evaluator_ports(args.evaluators))

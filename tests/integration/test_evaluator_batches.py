@@ -59,28 +59,51 @@ def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
     return [(record.value or b"").decode() for record in records]
 
 
-async def handed_after_a_slow_batch(
+async def handed_with_more_held(
     bootstrap: str, consumer: AIOKafkaConsumer
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """The records the next batch is handed after a slow one (of the a's): b arrived during it
-    and was fetched (the consumer buffers it), then c arrived, not fetched while b waits."""
-    await send(bootstrap, consumer, "a")
-    await take(consumer, 5)
-    await send(bootstrap, consumer, "b")
+    """The a's, handed to a batch of five while the b's (fetched with them) stay held."""
+    (topic,) = consumer.subscription()
+    records = [(b"k", f"{label}{n}".encode()) for label in "ab" for n in range(5)]
+    await produce(bootstrap, records, topic=topic)
     await asyncio.sleep(0.5)
-    await send(bootstrap, consumer, "c")
-    await asyncio.sleep(0.5)
-    return await take(consumer, 5)
+    handed: list[ConsumerRecord[bytes, bytes]] = []
+    async with asyncio.timeout(10):
+        while not handed:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5)
+            handed.extend(record for batch in batches.values() for record in batch)
+    return handed
 
 
-async def test_with_arrivals__records_sent_during_a_slow_batch__taken_with_the_next(
+async def test_with_arrivals__records_the_consumer_holds__taken_with_the_batch(
     kafka_bootstrap: str, consumer: AIOKafkaConsumer
 ) -> None:
-    handed = await handed_after_a_slow_batch(kafka_bootstrap, consumer)
+    handed = await handed_with_more_held(kafka_bootstrap, consumer)
     batch = await with_arrivals(consumer, handed, Settings())
 
-    assert values(handed) == [f"b{n}" for n in range(5)]
-    assert values(batch) == [f"{label}{n}" for label in "bc" for n in range(5)]
+    assert values(handed) == [f"a{n}" for n in range(5)]
+    assert values(batch) == [f"{label}{n}" for label in "ab" for n in range(5)]
+
+
+async def test_with_arrivals__a_fetch_in_flight__not_waited_for(
+    kafka_bootstrap: str, consumer: AIOKafkaConsumer
+) -> None:
+    """b arrives during a slow batch (of the a's) and is fetched; c arrives after, not fetched
+    while b is held. Taking b sends the fetch for c, which the broker holds for
+    fetch_min_bytes (up to fetch_max_wait_ms): the batch of b does not wait for it, c comes
+    with the next."""
+    await send(kafka_bootstrap, consumer, "a")
+    await take(consumer, 5)
+    await send(kafka_bootstrap, consumer, "b")
+    await asyncio.sleep(0.5)
+    await send(kafka_bootstrap, consumer, "c")
+    await asyncio.sleep(0.5)
+    handed = await take(consumer, 5)
+
+    batch = await with_arrivals(consumer, handed, Settings())
+
+    assert values(batch) == [f"b{n}" for n in range(5)]
+    assert values(await take(consumer, 5)) == [f"c{n}" for n in range(5)]
 
 
 async def test_with_arrivals__batch_full__waits_for_nothing(
@@ -98,8 +121,9 @@ async def test_with_arrivals__batch_full__waits_for_nothing(
 async def test_rewind__failed_batch__delivered_again_from_its_first_record(
     kafka_bootstrap: str, consumer: AIOKafkaConsumer
 ) -> None:
-    handed = await handed_after_a_slow_batch(kafka_bootstrap, consumer)
+    handed = await handed_with_more_held(kafka_bootstrap, consumer)
     batch = await with_arrivals(consumer, handed, Settings())
+    assert len(batch) == 10
 
     rewind(consumer, batch)
 
