@@ -88,7 +88,7 @@ async def with_arrivals(
     does not wait for a fetch still in flight: waiting for it (up to fetch_max_wait_ms) made
     every batch under load 20 to 25 ms longer, and a longer batch gathers a bigger next one, so
     the workload's batches settled at twice the size and the latency (bench-evaluator, p99 343
-    against 162 ms in runs on the same build)."""
+    ms against 162-325 ms without the wait)."""
     room = settings.batch_max_records - len(records)
     if room <= 0:
         return records
