@@ -4,11 +4,13 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure
 
 from audience_evaluator.adapters import mongo as store_module
 from audience_evaluator.adapters.mongo import (
@@ -172,6 +174,36 @@ async def test_counters__processes_in_slots_of_their_own__no_race__readers_add_t
     assert [counters[f"aud|{slot}"]["count_version"] for slot in (0, 1)] == [5, 5]
     assert [counters[f"aud|{slot}"]["member_count"] for slot in (0, 1)] == [100, 100]
     assert await stores[0].member_count("aud") == 200
+
+
+async def test_counters__first_slot_of_an_audience_counted_by_an_older_version__base_made_first(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    """An audience whose counts a much older version kept in `audience_state`: the base document
+    takes them before any slot exists, even when the slot's creation then fails."""
+    db = client[db_name]
+    await db.audience_state.insert_one({"_id": "aud", "member_count": 5, "entered_total": 5})
+    store = MongoMembershipStore(db)
+    inserts = db.audience_counts.insert_one
+    created: list[str] = []
+
+    async def second_insert_fails(doc: dict[str, Any]) -> Any:
+        if created:
+            raise ConnectionFailure("the store went away")
+        created.append(doc["_id"])
+        return await inserts(doc)
+
+    entered = change("u1")
+    written = Provenance(decided={entered.event_id: "w1.2"})
+    store._counts = SimpleNamespace(  # type: ignore[assignment]
+        insert_one=second_insert_fails, find=db.audience_counts.find
+    )
+    with pytest.raises(ConnectionFailure):
+        await store.count_changes([entered], written)
+    store._counts = db.audience_counts
+    await store.count_changes([entered], written)  # the batch again
+    assert created == ["aud"]
+    assert await store.member_count("aud") == 6
 
 
 async def test_commit_profiles__tokens_name_the_slot_of_the_first_partition_held(

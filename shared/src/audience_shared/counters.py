@@ -12,6 +12,7 @@ COUNT_FIELDS = ("member_count", "entered_total", "exited_total")
 # their own instead of racing for one: each counts in the slot of the first user-events
 # partition it holds (the partitions of a consumer group never overlap), plus the base document,
 # `_id` = the audience id, which holds what older versions counted and the reconciler's repairs.
+# Never lower it: a write token names its slot, and readers add up only slots below this.
 COUNTER_SLOTS = PARTITIONS[Topic.USER_EVENTS]
 
 

@@ -232,8 +232,8 @@ def _counted(
 class CountConflict(Contention):
     """Counters kept changing under us; the batch fails and its outboxes are replayed."""
 
-    def __init__(self, audience_ids: list[str]) -> None:
-        super().__init__(f"counters of {len(audience_ids)} audiences kept conflicting")
+    def __init__(self, counter_ids: list[str]) -> None:
+        super().__init__(f"{len(counter_ids)} counter documents kept conflicting")
 
 
 def _marker_id(profile_id: str, version: int) -> str:
@@ -624,7 +624,10 @@ class MongoMembershipStore:
         if missing:
             bases = sorted({audiences[key] for key in missing})
             found_bases = await find_by_ids(self._counts, [b for b in bases if b not in missing])
-            to_create = [*missing, *(b for b in bases if b not in missing and b not in found_bases)]
+            # Bases first: a slot created without its base (a failure in between) would hide
+            # the counts `audience_state` holds from readers for good.
+            create_bases = [b for b in bases if b not in found_bases]
+            to_create = [*create_bases, *(key for key in missing if key not in create_bases)]
             older = await find_by_ids(
                 self._state, bases, {"applied": 1, **dict.fromkeys(COUNT_FIELDS, 1)}
             )
