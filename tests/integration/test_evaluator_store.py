@@ -4,8 +4,8 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
