@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from audience_shared.counters import counter_ids
 from tests.integration.conftest import ROOT, ServiceProcess, Stack, free_port
 from tests.integration.helpers import produce, user_event, wait_for_count, wait_ready
 
@@ -87,8 +88,25 @@ async def test_two_evaluators__share_partitions__nothing_lost(
         expected = {user for user, n in opens.items() if n >= 3}
         await wait_for_count(project_client, audience, len(expected), timeout=150)
         assert await member_ids(stack, audience) == expected
+        # Both counted in slots of their own (the audience was built empty, before any event).
+        slots = await slot_counts(stack, audience)
+        assert sum(slots.values()) == len(expected), slots
     finally:
         second.stop()
+
+
+async def slot_counts(stack: Stack, audience_id: str) -> dict[str, int]:
+    """Member counts of the audience's slot documents (not its base), by `_id`."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.env["AUDIENCES_MONGO_URL"])
+    try:
+        docs = client[stack.database].audience_counts.find(
+            {"_id": {"$in": counter_ids(audience_id)[1:]}}
+        )
+        return {str(doc["_id"]): int(str(doc["member_count"])) async for doc in docs}
+    finally:
+        await client.close()
 
 
 async def test_store_stopped_10s_mid_stream__evaluator_recovers_by_itself(
