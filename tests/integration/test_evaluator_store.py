@@ -264,16 +264,83 @@ async def test_clear_outboxes__a_profile_written_since__keeps_its_outbox_and_is_
     store = MongoProfileStore(db)
     await db.profiles.insert_many(
         [
-            {"_id": "p/a", "version": 2, "outbox": ["+1|2|time||aud_x"]},
+            {
+                "_id": "p/a",
+                "version": 2,
+                "outbox": ["+1|1|time||aud_x"],
+                "carried_from": ["1|tok-1"],
+            },
             # Written again since its outbox (version 2) was delivered, carrying it on.
             {"_id": "p/b", "version": 3, "outbox": ["+1|2|time||aud_x"]},
         ]
     )
     cleared = await store.clear_outboxes([("p/a", 2, None), ("p/b", 2, None)])
     assert cleared == {("p/a", 2)}
+    a = await db.profiles.find_one({"_id": "p/a"})
+    assert a is not None
+    assert (a["outbox"], a["version"], "carried_from" in a) == ([], 3, False)
     b = await db.profiles.find_one({"_id": "p/b"})
     assert b is not None
     assert (bool(b["outbox"]), b["version"]) == (True, 3)
+
+
+async def test_markers__a_write_marks_all_its_outboxes__older_per_outbox_markers_still_read(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    db = client[db_name]
+    store = MongoProfileStore(db)
+    writes = [({"_id": f"p/{n}", "outbox": [f"+1|1|event||aud_{n}"]}, 0) for n in range(3)]
+    assert await store.commit_profiles(writes) == set()
+    token = writes[0][0]["written_by"]
+    outboxes = [(f"p/{n}", 1, token) for n in range(3)]
+    assert await store.delivered_outboxes(outboxes) == set()
+    await store.mark_delivered({token})
+    await store.mark_delivered({token})  # a retried batch marks again: no error
+    assert await db.delivered_outboxes.count_documents({}) == 1
+    assert await store.delivered_outboxes(outboxes) == {(f"p/{n}", 1) for n in range(3)}
+    assert await store.marked_writes({token, "another"}) == {token}
+    # An outbox an older version delivered has a marker of its own, and no token to go by.
+    await db.delivered_outboxes.insert_one({"_id": "p/old|7"})
+    assert await store.delivered_outboxes([("p/old", 7, None), ("p/old", 8, None)]) == {
+        ("p/old", 7)
+    }
+    now = await store.outboxes_now(["p/0", "p/none"])
+    assert set(now) == {"p/0"}
+    assert (now["p/0"]["written_by"], now["p/0"]["outbox"]) == (token, ["+1|1|event||aud_0"])
+
+
+async def test_markers__dropped_once_old_and_named_by_no_outbox(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    db = client[db_name]
+    store = MongoProfileStore(db)
+    old = datetime.now(UTC) - timedelta(hours=1)
+    await db.profiles.insert_many(
+        [
+            # The outbox of a write that carried it on from two earlier writes.
+            {
+                "_id": "p/a",
+                "version": 3,
+                "outbox": ["+1|1|event||aud"],
+                "written_by": "tok-a3",
+                "carried_from": ["1|tok-a1", "2|tok-a2"],
+            },
+            # An outbox an older version marked by profile and version.
+            {"_id": "p/b", "version": 5, "outbox": ["+1|5|event||aud"], "written_by": "x"},
+            # No outbox: names nothing.
+            {"_id": "p/c", "version": 9, "outbox": [], "written_by": "tok-c"},
+        ]
+    )
+    named = ["tok-a1", "tok-a2", "tok-a3", "p/b|5"]
+    unnamed_old = ["tok-c", "tok-gone", "p/b|4"]
+    await db.delivered_outboxes.insert_many(
+        [{"_id": key, "at": old} for key in ("tok-a1", "tok-a2", "tok-a3", "tok-c", "tok-gone")]
+        + [{"_id": "p/b|5"}, {"_id": "p/b|4"}]  # older versions' markers carry no time
+        + [{"_id": "tok-new", "at": datetime.now(UTC)}]  # a batch may still be checking it
+    )
+    assert await store.drop_unreferenced_markers(timedelta(minutes=10)) == len(unnamed_old)
+    left = {doc["_id"] async for doc in db.delivered_outboxes.find()}
+    assert left == {*named, "tok-new"}
 
 
 async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_while(
@@ -388,25 +455,34 @@ async def test_reconcile__counts_from_profiles__an_audience_with_a_change_in_fli
                 "audiences": ["aud_y"],
                 "outbox": ["+1|2|event||aud_y"],
             },
-            # Written and delivered (its marker is there): settled.
+            # Written and delivered (its write's marker is there): settled.
             {
                 "_id": "p/d",
                 "version": 5,
                 "audiences": ["aud_z"],
                 "outbox": ["+1|5|event||aud_z"],
+                "written_by": "tok-d",
+            },
+            # Delivered by an older version, which marked the outbox itself: settled.
+            {
+                "_id": "p/e",
+                "version": 4,
+                "audiences": ["aud_w"],
+                "outbox": ["+1|4|event||aud_w"],
+                "written_by": "tok-e",
             },
         ]
     )
-    await db.delivered_outboxes.insert_one({"_id": "p/d|5"})
+    await db.delivered_outboxes.insert_many([{"_id": "tok-d"}, {"_id": "p/e|4"}])
     await db.audience_counts.insert_many(
         [
             {"_id": aid, "member_count": 7, "applied": "", "count_version": 1}
-            for aid in ("aud_x", "aud_y", "aud_z", "aud_gone")
+            for aid in ("aud_x", "aud_y", "aud_z", "aud_w", "aud_gone")
         ]
     )
-    await store.reconcile_counts(["aud_x", "aud_y", "aud_z", "aud_gone"])
+    await store.reconcile_counts(["aud_x", "aud_y", "aud_z", "aud_w", "aud_gone"])
     counts = {d["_id"]: d["member_count"] async for d in db.audience_counts.find()}
-    assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_gone": 0}
+    assert counts == {"aud_x": 2, "aud_y": 7, "aud_z": 1, "aud_w": 1, "aud_gone": 0}
     assert sorted(await store.member_profile_ids("aud_x")) == ["p/a", "p/b"]
 
 

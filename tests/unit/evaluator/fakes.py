@@ -1,11 +1,12 @@
 """In-memory fakes of the evaluator's ports, for fast unit tests of the use cases."""
 
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from audience_evaluator.errors import LateCount
+from audience_evaluator.outbox import outbox_writers
 from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.events import MembershipChanged
 from audience_shared.profile import encode_key
@@ -18,7 +19,7 @@ class FakeProfileStore:
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.links: dict[str, Document] = {}
-        self.markers: set[tuple[str, int]] = set()
+        self.markers: set[str] = set()  # tokens of the writes marked delivered
         self.fail_next_commit: Exception | None = None
         self.fail_next_links: Exception | None = None
         self.writes = 0
@@ -50,17 +51,40 @@ class FakeProfileStore:
                 self.docs[pid]["outbox"] = []
                 self.docs[pid]["due_at"] = due_at
                 self.docs[pid]["version"] = version + 1
+                self.docs[pid].pop("carried_from", None)
                 cleared.add((pid, version))
         return cleared
 
-    async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
-        self.markers |= set(outboxes)
+    async def mark_delivered(self, writes: Collection[str]) -> None:
+        self.markers |= set(writes)
 
-    async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        return self.markers & set(outboxes)
+    async def delivered_outboxes(
+        self, outboxes: Sequence[tuple[str, int, str | None]]
+    ) -> set[tuple[str, int]]:
+        return {(pid, version) for pid, version, token in outboxes if token in self.markers}
 
-    async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None:
-        self.markers -= set(outboxes)
+    async def marked_writes(self, writes: Collection[str]) -> set[str]:
+        return self.markers & set(writes)
+
+    async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        fields = ("_id", "version", "written_by", "carried_from", "outbox")
+        return {
+            pid: {name: copy.deepcopy(doc[name]) for name in fields if name in doc}
+            for pid in profile_ids
+            if (doc := self.docs.get(pid)) is not None
+        }
+
+    async def drop_unreferenced_markers(self, older_than: timedelta) -> int:
+        # No times here: every marker no outbox names goes.
+        referenced = {
+            token
+            for doc in self.docs.values()
+            if doc.get("outbox")
+            for _version, token in outbox_writers(doc)
+        }
+        stale = self.markers - referenced
+        self.markers -= stale
+        return len(stale)
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         return [

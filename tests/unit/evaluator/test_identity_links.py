@@ -145,4 +145,4 @@ async def test_on_user_event__links_fail_while_delivering__retry_links_and_count
     assert world.memberships.counts["aud_p"] == 1
     assert len({change.event_id for change in world.publisher.published}) == 1
     profile = world.profiles.docs[f"{PROJECT}/u1"]
-    assert world.profiles.markers == {(profile["_id"], profile["version"])}
+    assert world.profiles.markers == {profile["written_by"]}

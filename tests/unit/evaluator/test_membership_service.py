@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from audience_shared.events import (
     ListMembershipChanged,
     MembershipChanged,
     TraitsIdentified,
+    UserEventBase,
     UsersAliased,
 )
 from audience_shared.rules import parse_criteria
@@ -301,7 +302,7 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     profile = world.profiles.docs[f"{PROJECT}/u1"]
     assert profile["outbox"]
     assert profile["due_at"] is None
-    assert world.profiles.markers == {(f"{PROJECT}/u1", profile["version"])}
+    assert world.profiles.markers == {profile["written_by"]}
 
 
 async def test_crash_between_counting_and_marking__replay_counts_nothing_twice(
@@ -323,10 +324,12 @@ async def test_crash_between_counting_and_marking__replay_counts_nothing_twice(
 
 
 async def writer_held_at_publish(
-    world: World, monotonic: Callable[[], float] = time.monotonic
+    world: World,
+    monotonic: Callable[[], float] = time.monotonic,
+    event: UserEventBase | None = None,
 ) -> tuple[asyncio.Event, asyncio.Task[int]]:
-    """A second process that has written u1's profile (entering it into aud_p) and waits, before
-    delivering (publishing and counting), until the event is set."""
+    """A second process that has written u1's profile (by default entering it into aud_p) and
+    waits, before delivering (publishing and counting), until the event is set."""
     may_publish = asyncio.Event()
 
     class HeldAfterWrite:
@@ -348,8 +351,11 @@ async def writer_held_at_publish(
         world.clock,
         monotonic,
     )
-    writing = asyncio.create_task(writer.apply_user_events([identify("u1", plan="premium")]))
-    while f"{PROJECT}/u1" not in world.profiles.docs:
+    was = world.profiles.docs.get(f"{PROJECT}/u1", {}).get("version", 0)
+    writing = asyncio.create_task(
+        writer.apply_user_events([event or identify("u1", plan="premium")])
+    )
+    while world.profiles.docs.get(f"{PROJECT}/u1", {}).get("version", 0) == was:
         await asyncio.sleep(0)
     return may_publish, writing
 
@@ -410,16 +416,81 @@ async def test_count_past_its_deadline__marks_checked_again__counted_once(world:
     await world.audience("aud_p", "Users with plan=premium")
     world.memberships.late_next = 2
     checked: list[object] = []
-    marks = world.profiles.delivered_markers
+    marks = world.profiles.marked_writes
 
-    async def delivered_markers(outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        checked.append(outboxes)
-        return await marks(outboxes)
+    async def marked_writes(writes: Collection[str]) -> set[str]:
+        checked.append(writes)
+        return await marks(writes)
 
-    world.profiles.delivered_markers = delivered_markers  # type: ignore[method-assign]
+    world.profiles.marked_writes = marked_writes  # type: ignore[method-assign]
     await world.service.apply_user_events([identify("u1", plan="premium")])
     assert world.memberships.counts["aud_p"] == 1
     assert len(checked) == 2  # once before each count that followed a late one
+
+
+async def test_outbox_taken_over__its_late_writer__finds_it_dropped_since__counts_it_once(
+    world: World,
+) -> None:
+    """As above, and the profile's next write dropped the delivered outbox before the writer
+    checks: no outbox names the change any more, so it went out."""
+    await world.audience("aud_p", "Users with plan=premium")
+    ticks = Ticks()
+    writer_may_publish, writing = await writer_held_at_publish(world, ticks)
+    other = MembershipService(
+        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
+    )
+    await other.apply_user_events([identify("u1", plan="premium", age=30)])
+    await other.apply_user_events([identify("u1", plan="premium", age=31)])
+    assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
+    world.profiles.markers.clear()  # as if dropped once no outbox named them
+    ticks.now += MARKS_CHECKED_AFTER_S + 0.1
+    writer_may_publish.set()
+    await writing
+    assert world.memberships.counts["aud_p"] == 1
+
+
+async def test_outbox_carried_twice__the_middle_writer_delivers_it__counted_once(
+    world: World,
+) -> None:
+    """A writes u1's entry and stalls; B takes the outbox over and stalls too; C takes it over
+    from B. B then delivers it while C is about to count: C finds B's mark through the writes
+    its profile names in `carried_from`, and A, late, through C's."""
+    await world.audience("aud_p", "Users with plan=premium")
+    ticks = Ticks()
+    a_may_publish, a_writing = await writer_held_at_publish(world, ticks)
+    a_token = world.profiles.docs[f"{PROJECT}/u1"]["written_by"]
+    b_may_publish, b_writing = await writer_held_at_publish(
+        world, event=identify("u1", plan="premium", age=30)
+    )
+    profile = world.profiles.docs[f"{PROJECT}/u1"]
+    assert profile["carried_from"] == [f"1|{a_token}"]
+
+    class BFinishesBeforeTheCheck:
+        """The shared profiles; B delivers (counts, marks and settles) as C checks the marks."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(world.profiles, name)
+
+        async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Any]:
+            b_may_publish.set()
+            await b_writing
+            return await world.profiles.outboxes_now(profile_ids)
+
+    c = MembershipService(
+        BFinishesBeforeTheCheck(),  # type: ignore[arg-type]
+        world.memberships,
+        FakePublisher(),
+        world.registry,
+        world.clock,
+    )
+    await c.apply_user_events([identify("u1", plan="premium", age=31)])
+    assert len(world.profiles.docs[f"{PROJECT}/u1"]["carried_from"]) == 2
+    assert world.memberships.counts["aud_p"] == 1
+    ticks.now += MARKS_CHECKED_AFTER_S + 0.1
+    a_may_publish.set()
+    await a_writing
+    assert world.memberships.counts["aud_p"] == 1
+    assert world.members("aud_p") == {"u1"}
 
 
 async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
@@ -430,72 +501,31 @@ async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
     world.clock.advance(timedelta(days=1, seconds=1))
     assert await world.sweeper.sweep_once() == 1
     pid = f"{PROJECT}/u1"
-    delivered = (pid, world.profiles.docs[pid]["version"])
+    profile = world.profiles.docs[pid]
+    delivered = profile["written_by"]
     assert delivered in world.profiles.markers
     # Another process read the profile before the mark, carried the outbox on in its own write,
     # and will look for this marker before it counts.
-    world.profiles.docs[pid]["version"] += 1
+    profile["carried_from"] = [f"{profile['version']}|{delivered}"]
+    profile["version"] += 1
+    profile["written_by"] = "another-process"
     world.clock.advance(OUTBOX_CLEAR_DELAY)
     assert await world.service.clear_delivered() == 0
+    await world.lifecycle.reconcile()
     assert delivered in world.profiles.markers
 
 
-async def test_spent_markers__dropped_while_batches_go_on__kept_when_the_drop_fails(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_reconcile__drops_the_markers_no_outbox_names(world: World) -> None:
     await world.audience("aud_p", "Users with plan=premium")
     await world.service.apply_user_events([identify("u1", plan="premium")])
     pid = f"{PROJECT}/u1"
-    spent = (pid, world.profiles.docs[pid]["version"])
-    # The next write drops the delivered outbox: its marker is spent.
+    first = world.profiles.docs[pid]["written_by"]
+    # The next write drops the delivered outbox: no outbox names the first write any more.
     await world.service.apply_user_events([identify("u1", plan="free")])
-    assert spent in world.profiles.markers
-    drop = world.profiles.drop_markers
-
-    async def failing(outboxes: Sequence[tuple[str, int]]) -> None:
-        raise ConnectionError("store down")
-
-    monkeypatch.setattr(world.profiles, "drop_markers", failing)
-    with pytest.raises(ConnectionError):
-        await world.service.drop_spent_markers()
-    assert spent in world.profiles.markers
-    # A slow drop on the next pass: a batch is not held up by it.
-    release = asyncio.Event()
-
-    async def slow(outboxes: Sequence[tuple[str, int]]) -> None:
-        await release.wait()
-        await drop(outboxes)
-
-    monkeypatch.setattr(world.profiles, "drop_markers", slow)
-    dropping = asyncio.create_task(world.service.drop_spent_markers())
-    await asyncio.sleep(0)
-    await asyncio.wait_for(world.service.apply_user_events([identify("u2", plan="premium")]), 1)
-    assert world.members("aud_p") == {"u2"}
-    release.set()
-    assert await dropping == 1
-    assert spent not in world.profiles.markers
-
-
-async def test_sweeper__due_profiles_first__spent_markers_dropped_after(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await world.audience("aud_recent", "Users who did app_open in the last 1 days")
-    await world.service.apply_user_events([track("u1", "app_open")])
-    await world.service.apply_user_events([track("u1", "app_open")])  # the first marker is spent
-    drop = world.profiles.drop_markers
-    members_at_drop: list[set[str]] = []
-
-    async def drop_later(outboxes: Sequence[tuple[str, int]]) -> None:
-        members_at_drop.append(world.members("aud_recent"))
-        await drop(outboxes)
-
-    monkeypatch.setattr(world.profiles, "drop_markers", drop_later)
-    world.clock.advance(timedelta(days=1, seconds=1))
-    assert await world.sweeper.sweep_once() == 1
-    # The exit was decided before the drop began: due profiles never wait for the deletes.
-    assert members_at_drop == [set()]
-    pid = f"{PROJECT}/u1"
-    assert world.profiles.markers == {(pid, world.profiles.docs[pid]["version"])}
+    second = world.profiles.docs[pid]["written_by"]
+    assert world.profiles.markers == {first, second}
+    await world.lifecycle.reconcile()
+    assert world.profiles.markers == {second}
 
 
 async def test_time_outbox__delivered__cleared_in_the_background(world: World) -> None:
@@ -513,8 +543,8 @@ async def test_time_outbox__delivered__cleared_in_the_background(world: World) -
     profile = world.profiles.docs[f"{PROJECT}/u1"]
     assert profile["outbox"] == []
     assert profile["due_at"] is None
-    # The emptied outbox's marker is spent: it goes with the drop that ends a sweeper pass.
-    assert await world.service.drop_spent_markers() == 1
+    # No outbox names the write any more: its marker goes with the next reconcile.
+    await world.lifecycle.reconcile()
     assert world.profiles.markers == set()
 
 
@@ -534,7 +564,7 @@ async def test_delivered_outbox__another_process_drops_it_without_replaying(
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     await other.clear_delivered()
-    await other.drop_spent_markers()
+    await world.lifecycle.reconcile()
     assert world.profiles.markers == set()
 
 
@@ -550,7 +580,8 @@ async def test_delivered_outbox__next_write_drops_it_without_replaying(world: Wo
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     assert await world.sweeper.sweep_once() == 0
-    assert world.profiles.markers == set()  # the spent marker went with the sweeper's pass
+    await world.lifecycle.reconcile()
+    assert world.profiles.markers == set()  # no outbox names either write
 
 
 def list_event(

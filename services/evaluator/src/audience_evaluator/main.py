@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         # Delivered outboxes left in profiles would be replayed by whoever touches them next.
         try:
             await container.memberships.clear_delivered(older_than=timedelta(0))
-            await container.memberships.drop_spent_markers()
         except Exception as exc:
             log.warning("outboxes.not_cleared", error=repr(exc))
         await container.publisher.stop()

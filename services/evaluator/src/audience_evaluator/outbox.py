@@ -91,3 +91,41 @@ def outbox_audience(stored: str | dict[str, Any]) -> str:
     if isinstance(stored, str):
         return stored.split("|", 4)[4]
     return str(stored["audience_id"])
+
+
+def outbox_entry_key(stored: str | dict[str, Any]) -> tuple[str, int]:
+    """(audience id, version) of an outbox entry: a profile version changes an audience at most
+    once, so this names the change within its profile."""
+    if isinstance(stored, str):
+        _head, version, _rest = stored.split("|", 2)
+        return outbox_audience(stored), int(version)
+    return str(stored["audience_id"]), int(stored["version"])
+
+
+# A write that carries over an outbox not known to be delivered when it was read names, in
+# `carried_from`, the writes that held that outbox before it ("<version>|<token>", oldest first):
+# any of them may have delivered it since. Whether a change went out is then told by the
+# delivered markers of the writes that held it (see MembershipService._delivered_elsewhere).
+WRITER_MARK = "|"
+
+
+def outbox_writers(profile: Profile) -> list[tuple[int, str]]:
+    """(version, token) of each write that held this profile's outbox, oldest first: those it
+    was carried from, then the profile's own write."""
+    writers = []
+    for named in profile.get("carried_from") or ():
+        version, _, token = named.partition(WRITER_MARK)
+        writers.append((int(version), token))
+    if profile.get("written_by"):
+        writers.append((profile.get("version", 0), profile["written_by"]))
+    return writers
+
+
+def carried_from(read: Profile, since_version: int) -> list[str]:
+    """What a write carrying over the read profile's outbox names: the writes that held it, from
+    the version that decided its oldest change on."""
+    return [
+        f"{version}{WRITER_MARK}{token}"
+        for version, token in outbox_writers(read)
+        if version >= since_version
+    ]

@@ -1,6 +1,6 @@
 """The evaluator's ports: what the membership use cases need from the store and the broker."""
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -48,15 +48,29 @@ class ProfileStore(Protocol):
         version) of those it cleared."""
         ...
 
-    async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
-        """Record that the outbox each (profile id, version) was written with went out."""
+    async def mark_delivered(self, writes: Collection[str]) -> None:
+        """Record that the outboxes these writes (by their tokens) left in profiles went out."""
         ...
 
-    async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Which of these outboxes went out already."""
+    async def delivered_outboxes(
+        self, outboxes: Sequence[tuple[str, int, str | None]]
+    ) -> set[tuple[str, int]]:
+        """Which of these outboxes (profile id, version, token of the write) went out already."""
         ...
 
-    async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None: ...
+    async def marked_writes(self, writes: Collection[str]) -> set[str]:
+        """Which of these writes were marked delivered."""
+        ...
+
+    async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        """The stored `version`, `written_by`, `carried_from` and `outbox` of these profiles,
+        read from the store itself (never a cached copy)."""
+        ...
+
+    async def drop_unreferenced_markers(self, older_than: timedelta) -> int:
+        """Delete the delivered markers older than this (on the wall clock that timed them)
+        that no outbox names any more; returns how many went."""
+        ...
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         """Profiles whose `due_at` has come: a time-driven answer, or an outbox not cleared."""

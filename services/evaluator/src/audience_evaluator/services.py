@@ -17,8 +17,11 @@ from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.identity import identity_links
 from audience_evaluator.metrics import MARK_CHECKS, STAGE_SECONDS, SWEEP_SCANS
 from audience_evaluator.outbox import (
+    carried_from,
     change_event_id,
     deciding_write,
+    outbox_entry_key,
+    outbox_writers,
     restored_change,
     stored_change,
 )
@@ -55,10 +58,6 @@ BUILD_LEASE = timedelta(seconds=60)
 
 # Conflicting writes (another evaluator or the sweeper touched the profile) are retried this often.
 MAX_CONFLICT_ROUNDS = 8
-# When a process checks the delivered marks before counting, it looks this many versions past
-# the one it wrote: a process that took its outbox over meanwhile wrote the next one (a chain of
-# takeovers within a second rarely goes past one).
-VERSIONS_AFTER_CHECKED = 2
 # A delivery counts within COUNT_ISSUED_WITHIN_S of the last moment it knew which of its changes
 # had been delivered elsewhere: its first profile write (before it, no other process could take
 # its outbox over), or a check of the marks. Past MARKS_CHECKED_AFTER_S it checks the marks
@@ -79,6 +78,9 @@ COUNT_CHECKS = 5
 # (unless the profile's next write comes first and drops it for free).
 OUTBOX_CLEAR_DELAY = timedelta(seconds=15)
 OUTBOX_GRACE = timedelta(seconds=60)
+# Delivered markers are kept at least this long, though no outbox names them any more: a delivery
+# checks the marks of the writes its outbox came from within seconds of reading them.
+MARKERS_KEPT = timedelta(minutes=10)
 # Delivered event outboxes this process remembers (so it need not ask the store for their markers).
 DELIVERED_KEPT = 200_000
 # Due times kept in memory at most (about 150 bytes each); past it, the store scan finds the rest.
@@ -118,11 +120,9 @@ class MembershipService:
         self._lock = asyncio.Lock()
         # Outboxes this process delivered that no write has dropped yet: profile id → (version
         # written, the profile's due time without its outbox, when delivered if a background
-        # write is to clear it, else None). The store keeps a marker of each too, so another
-        # process (or this one, restarted) does not deliver them again.
+        # write is to clear it, else None). The store keeps a marker of each write whose outboxes
+        # went out too, so another process (or this one, restarted) does not deliver them again.
         self._delivered: dict[str, tuple[int, datetime | None, datetime | None]] = {}
-        # Markers of delivered outboxes that a later write of their profile dropped.
-        self._spent_markers: set[tuple[str, int]] = set()
         # Due times this process wrote (profile id → due_at, and a heap of them in time order),
         # so the sweeper finds them without scanning the store.
         self._due_at: dict[str, datetime] = {}
@@ -166,6 +166,8 @@ class MembershipService:
         pending = dict(work)
         changes: list[MembershipChanged] = []
         committed: list[tuple[str, int, datetime | None]] = []
+        # Tokens of the writes that left those outboxes: marked delivered at the end.
+        writes_to_mark: set[str] = set()
         # Outboxes to deliver: profile id → (the version written, its changes), and whether any
         # of them was taken over from another write.
         spans: dict[str, tuple[int, list[MembershipChanged]]] = {}
@@ -257,8 +259,6 @@ class MembershipService:
             for profile, read_version in writes:
                 if profile["_id"] in conflicts:
                     continue
-                if (profile["_id"], read_version) in delivered:
-                    self._spent_markers.add((profile["_id"], read_version))
                 self._delivered.pop(profile["_id"], None)
                 self._note_due(profile["_id"], profile.get("due_at"))
                 if outboxes[profile["_id"]]:
@@ -271,6 +271,7 @@ class MembershipService:
                     spans[profile["_id"]] = (profile["version"], outboxes[profile["_id"]])
                     replayed |= any(c.version <= read_version for c in outboxes[profile["_id"]])
                     committed.append((profile["_id"], profile["version"], _due_at(profile)))
+                    writes_to_mark.add(profile["written_by"])
             # A conflict on a merge source retries the whole user, so the merge stays atomic.
             retry = {
                 pid for pid in pending if pid in conflicts or links.get(pid, set()) & conflicts
@@ -293,7 +294,7 @@ class MembershipService:
         else:
             await self._save_links(identity_docs)
         with STAGE_SECONDS.labels("mark").time():
-            await self._profiles.mark_delivered([(pid, version) for pid, version, _ in committed])
+            await self._profiles.mark_delivered(writes_to_mark)
         self._memberships.settle(changes, provenance)
         # Only outboxes with a grace (not written for events) are cleared in the background.
         delivered_at = self._clock() if reason != "event" else None
@@ -333,18 +334,18 @@ class MembershipService:
     async def _delivered_outboxes(self, profiles: Iterable[Profile]) -> set[tuple[str, int]]:
         """(profile id, version) of each read profile whose outbox was delivered already."""
         known: set[tuple[str, int]] = set()
-        ask: list[tuple[str, int]] = []
+        ask: list[tuple[str, int, str | None]] = []
         for profile in profiles:
             if not profile.get("outbox"):
                 continue
-            key = (profile["_id"], profile.get("version", 0))
-            mine = self._delivered.get(profile["_id"])
-            if mine is not None and mine[0] == key[1]:
-                known.add(key)
-            else:
-                ask.append(key)  # a crash left it, or another process delivered it
+            pid, version = profile["_id"], profile.get("version", 0)
+            mine = self._delivered.get(pid)
+            if mine is not None and mine[0] == version:
+                known.add((pid, version))
+            else:  # a crash left it, or another process delivered it
+                ask.append((pid, version, profile.get("written_by")))
         if ask:
-            known |= await self._profiles.delivered_markers(ask)
+            known |= await self._profiles.delivered_outboxes(ask)
         return known
 
     async def clear_delivered(self, older_than: timedelta = OUTBOX_CLEAR_DELAY) -> int:
@@ -356,30 +357,13 @@ class MembershipService:
                 for pid, (version, due_at, delivered_at) in self._delivered.items()
                 if delivered_at is not None and delivered_at <= cutoff
             ]
-            # Guarded by version: a profile written since keeps its newer outbox. The markers go
-            # after the outboxes, so a crash in between leaves a marker, never a bare outbox.
-            # The marker of an outbox a later write carried on (its clear missed) stays: the
-            # process that carried it checks for it before counting.
+            # Guarded by version: a profile written since keeps its newer outbox. The markers
+            # stay until no outbox names them (see drop_unreferenced_markers).
             cleared = await self._profiles.clear_outboxes(ready)
-            self._spent_markers |= cleared
             for pid, _version, due_at in ready:
                 self._delivered.pop(pid, None)
                 self._note_due(pid, due_at)  # the outbox's grace is over with it
         return len(cleared)
-
-    async def drop_spent_markers(self) -> int:
-        """Delete the markers of outboxes a later write dropped (or a clear emptied).
-
-        No batch of this process looks for them again, so they go without its lock: under load
-        they are thousands every sweeper pass, and deleting them under the lock held every batch
-        up for a quarter of a second and more. A failed drop leaves them for the next pass."""
-        spent, self._spent_markers = self._spent_markers, set()
-        try:
-            await self._profiles.drop_markers(sorted(spent))
-        except BaseException:
-            self._spent_markers |= spent
-            raise
-        return len(spent)
 
     @staticmethod
     def _touch(
@@ -391,20 +375,24 @@ class MembershipService:
     ) -> None:
         """Remember the version a profile was read at, and take over its outbox: replayed if it
         was never delivered (a crash), dropped by this write if it was. A replayed change is
-        carried, with the token of the write that decided it if known."""
+        carried with the token of the write that decided it if known, and the write names the
+        writes it carried the outbox from (`carried_from`)."""
         pid = profile["_id"]
         if pid in expected:
             return
         expected[pid] = profile.get("version", 0)
         if not profile.get("outbox"):
+            profile.pop("carried_from", None)
             return
         if (pid, expected[pid]) in delivered:
+            profile.pop("carried_from", None)
             profile["_dirty"] = True
             return
-        for stored in profile["outbox"]:
-            change = restored_change(profile, stored)
+        replayed = [restored_change(profile, stored) for stored in profile["outbox"]]
+        for stored, change in zip(profile["outbox"], replayed, strict=True):
             outboxes[pid].append(change)
             carried[change.event_id] = deciding_write(profile, stored, change.version)
+        profile["carried_from"] = carried_from(profile, min(c.version for c in replayed))
 
     async def _save_links(self, identity_docs: list[Document]) -> None:
         with STAGE_SECONDS.labels("links").time():
@@ -462,28 +450,35 @@ class MembershipService:
     async def _delivered_elsewhere(
         self, spans: Mapping[str, tuple[int, list[MembershipChanged]]]
     ) -> set[str]:
-        """Event ids of changes an outbox holding them was marked delivered for: from the write
-        that decided the change to a few past the one this process wrote (see
-        VERSIONS_AFTER_CHECKED; every write in between carried the change on)."""
-        wanted = sorted(
-            {
-                (pid, version)
-                for pid, (written, outbox) in spans.items()
-                for version in range(
-                    min(change.version for change in outbox),
-                    written + VERSIONS_AFTER_CHECKED + 1,
+        """Event ids of changes another process delivered: those a later write of their profile
+        dropped (a write drops only an outbox marked delivered), and those a write that held
+        them, from the one that decided them on, was marked for. The profile as stored now
+        names those writes: it holds our write's outbox, or one carried on from it."""
+        now = await self._profiles.outboxes_now(sorted(spans))
+        dropped: set[str] = set()
+        writers: dict[str, list[tuple[int, str]]] = {}
+        for pid, (written, outbox) in spans.items():
+            current = now.get(pid, {})
+            if current.get("version", written) > written:
+                held = {outbox_entry_key(entry) for entry in current.get("outbox") or ()}
+                dropped.update(
+                    change.event_id
+                    for change in outbox
+                    if (change.audience_id, change.version) not in held
                 )
-            }
+            writers[pid] = outbox_writers(current)
+        marked = await self._profiles.marked_writes(
+            {token for named in writers.values() for _version, token in named}
         )
-        marked = await self._profiles.delivered_markers(wanted)
-        newest_marked: dict[str, int] = {}
-        for pid, version in marked:
-            newest_marked[pid] = max(version, newest_marked.get(pid, version))
-        return {
+        newest_marked = {
+            pid: max((version for version, token in named if token in marked), default=-1)
+            for pid, named in writers.items()
+        }
+        return dropped | {
             change.event_id
             for pid, (_written, outbox) in spans.items()
             for change in outbox
-            if newest_marked.get(pid, -1) >= change.version
+            if newest_marked[pid] >= change.version
         }
 
     def _apply(
@@ -743,12 +738,15 @@ class AudienceLifecycleService:
         log.info("audience.built", audience_id=audience_id, members=count)
 
     async def reconcile(self) -> None:
-        """Exact counts for every live audience, then this hour's size-history point of each."""
+        """Exact counts for every live audience, then this hour's size-history point of each,
+        then the delivered markers no outbox needs any more go."""
         audiences = list(self._registry.by_id.values())
         async with self._service.exclusive():  # none of this process's deliveries in between
             await self._memberships.reconcile_counts([audience.id for audience in audiences])
         for audience in audiences:
             await self._memberships.record_history(audience.id, audience.project_id, self._clock())
+        dropped = await self._profiles.drop_unreferenced_markers(MARKERS_KEPT)
+        log.info("markers.dropped", count=dropped)
 
     async def _backfill(self, audience: ActiveAudience) -> None:
         """Re-evaluate matching profiles and current members, in chunks, via the live path."""
@@ -844,13 +842,9 @@ class SweepService:
         self._scan_requests += 1
 
     async def sweep_once(self, limit: int = 1000) -> int:
-        """One pass; reads run unlocked, only the writes take the profile lock. The spent markers
-        go last: their deletes give way to batches, and the due profiles do not wait for them."""
+        """One pass; reads run unlocked, only the writes take the profile lock."""
         await self._service.clear_delivered()
-        try:
-            return await self._sweep_due(limit)
-        finally:
-            await self._service.drop_spent_markers()
+        return await self._sweep_due(limit)
 
     async def _sweep_due(self, limit: int) -> int:
         now = self._clock()

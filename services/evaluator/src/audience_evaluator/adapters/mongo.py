@@ -8,8 +8,8 @@ import random
 import secrets
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bson
@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.metrics import PROFILE_CACHE, PROFILE_CACHE_ENCODED
-from audience_evaluator.outbox import outbox_audience
+from audience_evaluator.outbox import outbox_audience, outbox_writers
 from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.counters import (
@@ -236,8 +236,26 @@ class CountConflict(Contention):
         super().__init__(f"{len(counter_ids)} counter documents kept conflicting")
 
 
-def _marker_id(profile_id: str, version: int) -> str:
+def _older_marker_id(profile_id: str, version: int) -> str:
+    """The delivered marker older versions kept per outbox (this one marks whole writes)."""
     return f"{profile_id}|{version}"
+
+
+def _marker_names(doc: Document) -> set[str]:
+    """The markers a stored profile's outbox may be looked up by: its writers', and the one an
+    older version made for it."""
+    names = {token for _version, token in outbox_writers(doc)}
+    names.add(_older_marker_id(doc["_id"], doc.get("version", 0)))
+    return names
+
+
+def _delivered_by_markers(doc: Document, marked: Collection[str]) -> bool:
+    """Whether a stored profile's outbox went out, by the markers found: its own write's, or
+    the one an older version made for it."""
+    token = doc.get("written_by")
+    return (token is not None and token in marked) or _older_marker_id(
+        doc["_id"], doc.get("version", 0)
+    ) in marked
 
 
 class ProfileCache:
@@ -401,7 +419,11 @@ class MongoProfileStore:
                 # the clear cannot be written back over it, replaying the delivered outbox.
                 UpdateOne(
                     {"_id": pid, "version": version},
-                    {"$set": {"outbox": [], "due_at": due_at}, "$inc": {"version": 1}},
+                    {
+                        "$set": {"outbox": [], "due_at": due_at},
+                        "$unset": {"carried_from": ""},
+                        "$inc": {"version": 1},
+                    },
                 )
                 for pid, version, due_at in delivered
             ],
@@ -418,29 +440,62 @@ class MongoProfileStore:
             if stored.get(pid, {}).get("version") == version + 1 and not stored[pid].get("outbox")
         }
 
-    async def mark_delivered(self, outboxes: Sequence[tuple[str, int]]) -> None:
-        if outboxes:
+    async def mark_delivered(self, writes: Collection[str]) -> None:
+        # One marker per write, not per outbox: a batch's write marks all its outboxes at once.
+        if writes:
+            at = datetime.now(UTC)
             await bulk_write_chunked(
                 self._markers,
-                [InsertOne({"_id": _marker_id(pid, version)}) for pid, version in outboxes],
+                [InsertOne({"_id": token, "at": at}) for token in sorted(writes)],
                 ignore_duplicates=True,
             )
 
-    async def delivered_markers(self, outboxes: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        by_id = {_marker_id(pid, version): (pid, version) for pid, version in outboxes}
-        return {by_id[key] for key in await find_by_ids(self._markers, sorted(by_id))}
+    async def delivered_outboxes(
+        self, outboxes: Sequence[tuple[str, int, str | None]]
+    ) -> set[tuple[str, int]]:
+        names: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        for pid, version, token in outboxes:
+            if token:
+                names[token].add((pid, version))
+            names[_older_marker_id(pid, version)].add((pid, version))
+        marked = await find_by_ids(self._markers, sorted(names), {"_id": 1})
+        return {outbox for name in marked for outbox in names[name]}
 
-    async def drop_markers(self, outboxes: Sequence[tuple[str, int]]) -> None:
-        """Background deletes that give way: each command is followed by a pause as long as it
-        took. FerretDB runs write commands one at a time: a sweeper pass's deletes back to back
-        held it for about 200 ms at once, the batches' profile writes queued behind them, and the
-        event latency of those seconds doubled."""
-        keys = [_marker_id(pid, version) for pid, version in outboxes]
-        for start in range(0, len(keys), ID_LOOKUP_CHUNK):
+    async def marked_writes(self, writes: Collection[str]) -> set[str]:
+        return set(await find_by_ids(self._markers, sorted(writes), {"_id": 1}))
+
+    async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:
+        return await find_by_ids(
+            self._profiles,
+            profile_ids,
+            {"version": 1, "written_by": 1, "carried_from": 1, "outbox": 1},
+        )
+
+    async def drop_unreferenced_markers(self, older_than: timedelta) -> int:
+        """One pass over the profiles holding an outbox, then deletes that give way: each
+        command is followed by a pause as long as it took (FerretDB runs write commands one at a
+        time, and back-to-back deletes held the batches' profile writes up)."""
+        made_before = datetime.now(UTC) - older_than
+        referenced: set[str] = set()
+        cursor = self._profiles.find(
+            {"outbox.0": {"$exists": True}}, {"version": 1, "written_by": 1, "carried_from": 1}
+        )
+        async for doc in cursor:
+            referenced |= _marker_names(doc)
+        # A marker made before the cut that no outbox names now is needed by nobody: a write
+        # that carries an outbox on names its writers, and once marked, an outbox is dropped by
+        # its profile's next write, not carried. Markers of older versions have no time.
+        stale = [
+            doc["_id"]
+            async for doc in self._markers.find({}, {"at": 1})
+            if doc["_id"] not in referenced and (doc.get("at") is None or doc["at"] < made_before)
+        ]
+        for start in range(0, len(stale), ID_LOOKUP_CHUNK):
             began = time.monotonic()
-            await delete_by_ids(self._markers, keys[start : start + ID_LOOKUP_CHUNK])
-            if start + ID_LOOKUP_CHUNK < len(keys):
+            await delete_by_ids(self._markers, stale[start : start + ID_LOOKUP_CHUNK])
+            if start + ID_LOOKUP_CHUNK < len(stale):
                 await asyncio.sleep(time.monotonic() - began)
+        return len(stale)
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         # A profile with an undelivered outbox is due too (see OUTBOX_GRACE): one indexed query.
@@ -737,21 +792,24 @@ class MongoMembershipStore:
         profiles keep a delivered outbox until their next write)."""
         in_flight: set[str] = set()
 
-        async def check(outboxes: dict[str, list[Any]]) -> None:
-            delivered = await find_by_ids(self._markers, sorted(outboxes), {"_id": 1})
-            for key, entries in outboxes.items():
-                if key not in delivered:
-                    in_flight.update(outbox_audience(entry) for entry in entries)
+        async def check(outboxes: list[Document]) -> None:
+            names = set().union(*(_marker_names(doc) for doc in outboxes))
+            marked = await find_by_ids(self._markers, sorted(names), {"_id": 1})
+            for doc in outboxes:
+                if not _delivered_by_markers(doc, marked):
+                    in_flight.update(outbox_audience(entry) for entry in doc["outbox"])
 
-        outboxes: dict[str, list[Any]] = {}
+        outboxes: list[Document] = []
         cursor = self._profiles.find(
-            {"outbox.0": {"$exists": True}}, {"version": 1, "outbox": 1}, batch_size=chunk
+            {"outbox.0": {"$exists": True}},
+            {"version": 1, "written_by": 1, "outbox": 1},
+            batch_size=chunk,
         )
         async for doc in cursor:
-            outboxes[_marker_id(doc["_id"], doc.get("version", 0))] = doc["outbox"]
+            outboxes.append(doc)
             if len(outboxes) >= chunk:
                 await check(outboxes)
-                outboxes = {}
+                outboxes = []
         if outboxes:
             await check(outboxes)
         return in_flight
