@@ -293,17 +293,17 @@ async def test_markers__a_write_marks_all_its_outboxes__older_per_outbox_markers
     assert await store.commit_profiles(writes) == set()
     token = writes[0][0]["written_by"]
     outboxes = [(f"p/{n}", 1, token) for n in range(3)]
-    assert await store.delivered_outboxes(outboxes) == set()
+    assert await store.marked_writes(outboxes) == set()
     await store.mark_delivered({token})
     await store.mark_delivered({token})  # a retried batch marks again: no error
     assert await db.delivered_outboxes.count_documents({}) == 1
-    assert await store.delivered_outboxes(outboxes) == {(f"p/{n}", 1) for n in range(3)}
-    assert await store.marked_writes({token, "another"}) == {token}
-    # An outbox an older version delivered has a marker of its own, and no token to go by.
+    assert await store.marked_writes(outboxes) == {(f"p/{n}", 1) for n in range(3)}
+    assert await store.marked_writes([("p/0", 2, "another")]) == set()
+    # An outbox an older version delivered has a marker of its own, found with or without a token.
     await db.delivered_outboxes.insert_one({"_id": "p/old|7"})
-    assert await store.delivered_outboxes([("p/old", 7, None), ("p/old", 8, None)]) == {
-        ("p/old", 7)
-    }
+    assert await store.marked_writes(
+        [("p/old", 7, None), ("p/old", 8, None), ("p/old", 7, "unmarked")]
+    ) == {("p/old", 7)}
     now = await store.outboxes_now(["p/0", "p/none"])
     assert set(now) == {"p/0"}
     assert (now["p/0"]["written_by"], now["p/0"]["outbox"]) == (token, ["+1|1|event||aud_0"])
@@ -314,7 +314,7 @@ async def test_markers__dropped_once_old_and_named_by_no_outbox(
 ) -> None:
     db = client[db_name]
     store = MongoProfileStore(db)
-    old = datetime.now(UTC) - timedelta(hours=1)
+    old = datetime.now(UTC) - timedelta(hours=2)
     await db.profiles.insert_many(
         [
             # The outbox of a write that carried it on from two earlier writes.
@@ -325,22 +325,24 @@ async def test_markers__dropped_once_old_and_named_by_no_outbox(
                 "written_by": "tok-a3",
                 "carried_from": ["1|tok-a1", "2|tok-a2"],
             },
-            # An outbox an older version marked by profile and version.
-            {"_id": "p/b", "version": 5, "outbox": ["+1|5|event||aud"], "written_by": "x"},
+            # An outbox an older version carried on from version 4 (naming no writes): the
+            # markers it made for versions 4 and 5 may still be asked for.
+            {"_id": "p/b", "version": 5, "outbox": ["+1|4|event||aud"], "written_by": "x"},
             # No outbox: names nothing.
             {"_id": "p/c", "version": 9, "outbox": [], "written_by": "tok-c"},
         ]
     )
-    named = ["tok-a1", "tok-a2", "tok-a3", "p/b|5"]
-    unnamed_old = ["tok-c", "tok-gone", "p/b|4"]
+    named = ["tok-a1", "tok-a2", "tok-a3", "p/b|4", "p/b|5"]
+    unnamed_old = ["tok-c", "tok-gone", "p/b|3"]
     await db.delivered_outboxes.insert_many(
         [{"_id": key, "at": old} for key in ("tok-a1", "tok-a2", "tok-a3", "tok-c", "tok-gone")]
-        + [{"_id": "p/b|5"}, {"_id": "p/b|4"}]  # older versions' markers carry no time
+        + [{"_id": key} for key in ("p/b|3", "p/b|4", "p/b|5")]  # older versions': no time
         + [{"_id": "tok-new", "at": datetime.now(UTC)}]  # a batch may still be checking it
     )
-    assert await store.drop_unreferenced_markers(timedelta(minutes=10)) == len(unnamed_old)
+    assert await store.drop_unreferenced_markers(timedelta(hours=1)) == len(unnamed_old)
     left = {doc["_id"] async for doc in db.delivered_outboxes.find()}
     assert left == {*named, "tok-new"}
+    assert await store.drop_unreferenced_markers(timedelta(hours=1)) == 0
 
 
 async def test_counters__written_before_settling__old_tokens_kept_aside_for_a_while(

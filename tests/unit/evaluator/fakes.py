@@ -19,7 +19,8 @@ class FakeProfileStore:
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.links: dict[str, Document] = {}
-        self.markers: set[str] = set()  # tokens of the writes marked delivered
+        # Tokens of the writes marked delivered ("profile|version": an older version's marker).
+        self.markers: set[str] = set()
         self.fail_next_commit: Exception | None = None
         self.fail_next_links: Exception | None = None
         self.writes = 0
@@ -58,13 +59,14 @@ class FakeProfileStore:
     async def mark_delivered(self, writes: Collection[str]) -> None:
         self.markers |= set(writes)
 
-    async def delivered_outboxes(
-        self, outboxes: Sequence[tuple[str, int, str | None]]
+    async def marked_writes(
+        self, writes: Collection[tuple[str, int, str | None]]
     ) -> set[tuple[str, int]]:
-        return {(pid, version) for pid, version, token in outboxes if token in self.markers}
-
-    async def marked_writes(self, writes: Collection[str]) -> set[str]:
-        return self.markers & set(writes)
+        return {
+            (pid, version)
+            for pid, version, token in writes
+            if token in self.markers or f"{pid}|{version}" in self.markers
+        }
 
     async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         fields = ("_id", "version", "written_by", "carried_from", "outbox")
@@ -75,7 +77,8 @@ class FakeProfileStore:
         }
 
     async def drop_unreferenced_markers(self, older_than: timedelta) -> int:
-        # No times here: every marker no outbox names goes.
+        # No times here: every marker no outbox names goes at once (the real store keeps them
+        # `older_than` at least). Older versions' markers are not kept either.
         referenced = {
             token
             for doc in self.docs.values()

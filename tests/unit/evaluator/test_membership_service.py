@@ -418,7 +418,9 @@ async def test_count_past_its_deadline__marks_checked_again__counted_once(world:
     checked: list[object] = []
     marks = world.profiles.marked_writes
 
-    async def marked_writes(writes: Collection[str]) -> set[str]:
+    async def marked_writes(
+        writes: Collection[tuple[str, int, str | None]],
+    ) -> set[tuple[str, int]]:
         checked.append(writes)
         return await marks(writes)
 
@@ -511,11 +513,34 @@ async def test_delivered_outbox__carried_on_by_another_write__keeps_its_marker(
     profile["written_by"] = "another-process"
     world.clock.advance(OUTBOX_CLEAR_DELAY)
     assert await world.service.clear_delivered() == 0
-    await world.lifecycle.reconcile()
+    await world.lifecycle.drop_unneeded_markers()
     assert delivered in world.profiles.markers
 
 
-async def test_reconcile__drops_the_markers_no_outbox_names(world: World) -> None:
+async def test_outbox_an_older_version_carried_on__its_marker_of_the_first_write__counted_once(
+    world: World,
+) -> None:
+    """Older versions marked each outbox by profile and version, and carried outboxes on without
+    naming the writes they came from: a replay checks those markers for every version since the
+    change, so a change an older process delivered from an earlier version is not counted again."""
+    await world.audience("aud_p", "Users with plan=premium")
+    await world.service.apply_user_events([identify("u1", plan="premium")])
+    assert world.memberships.counts["aud_p"] == 1
+    pid = f"{PROJECT}/u1"
+    profile = world.profiles.docs[pid]
+    # As an older version left it: version 1 delivered and marked as an outbox, and version 2
+    # written by another old process that had read version 1 before the mark, then died.
+    world.profiles.markers = {f"{pid}|1"}
+    profile["version"], profile["written_by"] = 2, "an-old-process"
+    other = MembershipService(
+        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
+    )
+    await other.apply_user_events([identify("u1", plan="premium", age=30)])
+    assert world.memberships.counts["aud_p"] == 1
+    assert world.members("aud_p") == {"u1"}
+
+
+async def test_unneeded_markers__the_ones_no_outbox_names__dropped(world: World) -> None:
     await world.audience("aud_p", "Users with plan=premium")
     await world.service.apply_user_events([identify("u1", plan="premium")])
     pid = f"{PROJECT}/u1"
@@ -524,7 +549,7 @@ async def test_reconcile__drops_the_markers_no_outbox_names(world: World) -> Non
     await world.service.apply_user_events([identify("u1", plan="free")])
     second = world.profiles.docs[pid]["written_by"]
     assert world.profiles.markers == {first, second}
-    await world.lifecycle.reconcile()
+    await world.lifecycle.drop_unneeded_markers()
     assert world.profiles.markers == {second}
 
 
@@ -544,7 +569,7 @@ async def test_time_outbox__delivered__cleared_in_the_background(world: World) -
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     # No outbox names the write any more: its marker goes with the next reconcile.
-    await world.lifecycle.reconcile()
+    await world.lifecycle.drop_unneeded_markers()
     assert world.profiles.markers == set()
 
 
@@ -564,7 +589,7 @@ async def test_delivered_outbox__another_process_drops_it_without_replaying(
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     await other.clear_delivered()
-    await world.lifecycle.reconcile()
+    await world.lifecycle.drop_unneeded_markers()
     assert world.profiles.markers == set()
 
 
@@ -580,7 +605,7 @@ async def test_delivered_outbox__next_write_drops_it_without_replaying(world: Wo
     assert profile["outbox"] == []
     assert profile["due_at"] is None
     assert await world.sweeper.sweep_once() == 0
-    await world.lifecycle.reconcile()
+    await world.lifecycle.drop_unneeded_markers()
     assert world.profiles.markers == set()  # no outbox names either write
 
 

@@ -167,6 +167,7 @@ class Container:
                 # pass that took t seconds waits RECONCILE_SPACING times t before the next, yet at
                 # most 50 minutes, so each hour still gets its history point.
                 took = time.monotonic() - started
+                log.info("reconcile.finished", took_s=round(took, 3))
                 pause = min(max(self.settings.reconcile_interval_s, RECONCILE_SPACING * took), 3000)
                 # Builds whose builder died are taken over once their lease ran out, and a
                 # change this process missed (its consumer never positioned) is caught up.
@@ -175,6 +176,11 @@ class Container:
                     await self.lifecycle.resume_unfinished()
             except Exception as exc:
                 log.warning("reconcile.failed", error=repr(exc))
+            # On its own: a failure here must not hold up the rest of the pass, nor it them.
+            try:
+                await self.lifecycle.drop_unneeded_markers()
+            except Exception as exc:
+                log.warning("markers.not_dropped", error=repr(exc))
 
     async def run_lag_monitor(self, every_s: float = 5.0) -> None:
         """Publish consumer lag per partition of the user-events topic as a gauge."""

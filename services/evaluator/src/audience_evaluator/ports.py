@@ -52,14 +52,11 @@ class ProfileStore(Protocol):
         """Record that the outboxes these writes (by their tokens) left in profiles went out."""
         ...
 
-    async def delivered_outboxes(
-        self, outboxes: Sequence[tuple[str, int, str | None]]
+    async def marked_writes(
+        self, writes: Collection[tuple[str, int, str | None]]
     ) -> set[tuple[str, int]]:
-        """Which of these outboxes (profile id, version, token of the write) went out already."""
-        ...
-
-    async def marked_writes(self, writes: Collection[str]) -> set[str]:
-        """Which of these writes were marked delivered."""
+        """Which of these profile writes (profile id, version, token if known) were marked
+        delivered: by their token, or by the marker an older version made for that version."""
         ...
 
     async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:

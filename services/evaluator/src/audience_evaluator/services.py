@@ -79,8 +79,9 @@ COUNT_CHECKS = 5
 OUTBOX_CLEAR_DELAY = timedelta(seconds=15)
 OUTBOX_GRACE = timedelta(seconds=60)
 # Delivered markers are kept at least this long, though no outbox names them any more: a delivery
-# checks the marks of the writes its outbox came from within seconds of reading them.
-MARKERS_KEPT = timedelta(minutes=10)
+# checks the marks of the writes its outbox came from within seconds of reading them. The markers
+# are timed by the clocks of the processes that made them, so those may be this far apart.
+MARKERS_KEPT = timedelta(hours=1)
 # Delivered event outboxes this process remembers (so it need not ask the store for their markers).
 DELIVERED_KEPT = 200_000
 # Due times kept in memory at most (about 150 bytes each); past it, the store scan finds the rest.
@@ -345,7 +346,7 @@ class MembershipService:
             else:  # a crash left it, or another process delivered it
                 ask.append((pid, version, profile.get("written_by")))
         if ask:
-            known |= await self._profiles.delivered_outboxes(ask)
+            known |= await self._profiles.marked_writes(ask)
         return known
 
     async def clear_delivered(self, older_than: timedelta = OUTBOX_CLEAR_DELAY) -> int:
@@ -456,29 +457,30 @@ class MembershipService:
         names those writes: it holds our write's outbox, or one carried on from it."""
         now = await self._profiles.outboxes_now(sorted(spans))
         dropped: set[str] = set()
-        writers: dict[str, list[tuple[int, str]]] = {}
+        writes: set[tuple[str, int, str | None]] = set()
         for pid, (written, outbox) in spans.items():
             current = now.get(pid, {})
-            if current.get("version", written) > written:
+            newest = max(current.get("version", written), written)
+            if newest > written:
                 held = {outbox_entry_key(entry) for entry in current.get("outbox") or ()}
                 dropped.update(
                     change.event_id
                     for change in outbox
                     if (change.audience_id, change.version) not in held
                 )
-            writers[pid] = outbox_writers(current)
-        marked = await self._profiles.marked_writes(
-            {token for named in writers.values() for _version, token in named}
-        )
-        newest_marked = {
-            pid: max((version for version, token in named if token in marked), default=-1)
-            for pid, named in writers.items()
-        }
+            # Every write since the oldest change, by its token where the profile names it (an
+            # older version named none, and marked outboxes by profile and version instead).
+            tokens = dict(outbox_writers(current))
+            oldest = min(change.version for change in outbox)
+            writes.update((pid, v, tokens.get(v)) for v in range(oldest, newest + 1))
+        newest_marked: dict[str, int] = {}
+        for pid, version in await self._profiles.marked_writes(writes):
+            newest_marked[pid] = max(version, newest_marked.get(pid, version))
         return dropped | {
             change.event_id
             for pid, (_written, outbox) in spans.items()
             for change in outbox
-            if newest_marked[pid] >= change.version
+            if newest_marked.get(pid, -1) >= change.version
         }
 
     def _apply(
@@ -738,15 +740,18 @@ class AudienceLifecycleService:
         log.info("audience.built", audience_id=audience_id, members=count)
 
     async def reconcile(self) -> None:
-        """Exact counts for every live audience, then this hour's size-history point of each,
-        then the delivered markers no outbox needs any more go."""
+        """Exact counts for every live audience, then this hour's size-history point of each."""
         audiences = list(self._registry.by_id.values())
         async with self._service.exclusive():  # none of this process's deliveries in between
             await self._memberships.reconcile_counts([audience.id for audience in audiences])
         for audience in audiences:
             await self._memberships.record_history(audience.id, audience.project_id, self._clock())
+
+    async def drop_unneeded_markers(self) -> int:
+        """Delete the delivered markers no outbox needs any more (kept MARKERS_KEPT at least)."""
         dropped = await self._profiles.drop_unreferenced_markers(MARKERS_KEPT)
         log.info("markers.dropped", count=dropped)
+        return dropped
 
     async def _backfill(self, audience: ActiveAudience) -> None:
         """Re-evaluate matching profiles and current members, in chunks, via the live path."""

@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from audience_evaluator.errors import Contention, LateCount
 from audience_evaluator.metrics import PROFILE_CACHE, PROFILE_CACHE_ENCODED
-from audience_evaluator.outbox import outbox_audience, outbox_writers
+from audience_evaluator.outbox import outbox_audience, outbox_entry_key, outbox_writers
 from audience_evaluator.ports import NO_PROVENANCE, Provenance
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.counters import (
@@ -158,9 +158,11 @@ def write_token(slot: int | None) -> str:
     return token if slot is None else f"{token}{SLOT_MARK}{slot}"
 
 
+@functools.lru_cache(maxsize=4096)
 def token_slot(token: str | None) -> int | None:
     """The counting slot a write token names; None (the base document) for a token without one,
-    as older versions wrote them, whose processes counted every change there."""
+    as older versions wrote them, whose processes counted every change there. Cached: a batch
+    asks it for each of its changes, twice (count and settle), of a few tokens."""
     if not token:
         return None
     _, mark, slot = token.rpartition(SLOT_MARK)
@@ -242,20 +244,14 @@ def _older_marker_id(profile_id: str, version: int) -> str:
 
 
 def _marker_names(doc: Document) -> set[str]:
-    """The markers a stored profile's outbox may be looked up by: its writers', and the one an
-    older version made for it."""
+    """The markers a stored profile's outbox may still be looked up by: those of the writes
+    that held it, and those older versions made for the versions since its oldest change (an
+    older version carried outboxes on without naming the writes they came from)."""
     names = {token for _version, token in outbox_writers(doc)}
-    names.add(_older_marker_id(doc["_id"], doc.get("version", 0)))
+    version = doc.get("version", 0)
+    oldest = min((outbox_entry_key(entry)[1] for entry in doc.get("outbox") or ()), default=version)
+    names.update(_older_marker_id(doc["_id"], v) for v in range(oldest, version + 1))
     return names
-
-
-def _delivered_by_markers(doc: Document, marked: Collection[str]) -> bool:
-    """Whether a stored profile's outbox went out, by the markers found: its own write's, or
-    the one an older version made for it."""
-    token = doc.get("written_by")
-    return (token is not None and token in marked) or _older_marker_id(
-        doc["_id"], doc.get("version", 0)
-    ) in marked
 
 
 class ProfileCache:
@@ -450,19 +446,16 @@ class MongoProfileStore:
                 ignore_duplicates=True,
             )
 
-    async def delivered_outboxes(
-        self, outboxes: Sequence[tuple[str, int, str | None]]
+    async def marked_writes(
+        self, writes: Collection[tuple[str, int, str | None]]
     ) -> set[tuple[str, int]]:
         names: dict[str, set[tuple[str, int]]] = defaultdict(set)
-        for pid, version, token in outboxes:
+        for pid, version, token in writes:
             if token:
                 names[token].add((pid, version))
             names[_older_marker_id(pid, version)].add((pid, version))
         marked = await find_by_ids(self._markers, sorted(names), {"_id": 1})
-        return {outbox for name in marked for outbox in names[name]}
-
-    async def marked_writes(self, writes: Collection[str]) -> set[str]:
-        return set(await find_by_ids(self._markers, sorted(writes), {"_id": 1}))
+        return {write for name in marked for write in names[name]}
 
     async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Document]:
         return await find_by_ids(
@@ -472,30 +465,33 @@ class MongoProfileStore:
         )
 
     async def drop_unreferenced_markers(self, older_than: timedelta) -> int:
-        """One pass over the profiles holding an outbox, then deletes that give way: each
-        command is followed by a pause as long as it took (FerretDB runs write commands one at a
-        time, and back-to-back deletes held the batches' profile writes up)."""
+        """The old markers first, then one pass over the profiles holding an outbox, then
+        deletes that give way: each command is followed by a pause as long as it took (FerretDB
+        runs write commands one at a time, and back-to-back deletes held batches up)."""
         made_before = datetime.now(UTC) - older_than
-        referenced: set[str] = set()
-        cursor = self._profiles.find(
-            {"outbox.0": {"$exists": True}}, {"version": 1, "written_by": 1, "carried_from": 1}
-        )
-        async for doc in cursor:
-            referenced |= _marker_names(doc)
-        # A marker made before the cut that no outbox names now is needed by nobody: a write
-        # that carries an outbox on names its writers, and once marked, an outbox is dropped by
-        # its profile's next write, not carried. Markers of older versions have no time.
-        stale = [
+        # Markers of older versions have no time: they go as soon as no outbox needs them.
+        stale = {
             doc["_id"]
             async for doc in self._markers.find({}, {"at": 1})
-            if doc["_id"] not in referenced and (doc.get("at") is None or doc["at"] < made_before)
-        ]
-        for start in range(0, len(stale), ID_LOOKUP_CHUNK):
+            if doc.get("at") is None or doc["at"] < made_before
+        }
+        if not stale:
+            return 0
+        # An old marker no outbox names now is needed by nobody: a write carries an outbox on
+        # only while no marker says it went out, so no new outbox comes to name an old marker.
+        cursor = self._profiles.find(
+            {"outbox.0": {"$exists": True}},
+            {"version": 1, "written_by": 1, "carried_from": 1, "outbox": 1},
+        )
+        async for doc in cursor:
+            stale -= _marker_names(doc)
+        unneeded = sorted(stale)
+        for start in range(0, len(unneeded), ID_LOOKUP_CHUNK):
             began = time.monotonic()
-            await delete_by_ids(self._markers, stale[start : start + ID_LOOKUP_CHUNK])
-            if start + ID_LOOKUP_CHUNK < len(stale):
+            await delete_by_ids(self._markers, unneeded[start : start + ID_LOOKUP_CHUNK])
+            if start + ID_LOOKUP_CHUNK < len(unneeded):
                 await asyncio.sleep(time.monotonic() - began)
-        return len(stale)
+        return len(unneeded)
 
     async def profile_ids_to_sweep(self, now: datetime, limit: int) -> list[str]:
         # A profile with an undelivered outbox is due too (see OUTBOX_GRACE): one indexed query.
@@ -793,10 +789,18 @@ class MongoMembershipStore:
         in_flight: set[str] = set()
 
         async def check(outboxes: list[Document]) -> None:
-            names = set().union(*(_marker_names(doc) for doc in outboxes))
-            marked = await find_by_ids(self._markers, sorted(names), {"_id": 1})
+            # An outbox went out if its own write is marked (or, older, the outbox itself).
+            names = {
+                doc["_id"]: {
+                    doc.get("written_by"),
+                    _older_marker_id(doc["_id"], doc.get("version", 0)),
+                }
+                for doc in outboxes
+            }
+            wanted = sorted({name for named in names.values() for name in named if name})
+            marked = await find_by_ids(self._markers, wanted, {"_id": 1})
             for doc in outboxes:
-                if not _delivered_by_markers(doc, marked):
+                if not names[doc["_id"]] & marked.keys():
                     in_flight.update(outbox_audience(entry) for entry in doc["outbox"])
 
         outboxes: list[Document] = []
