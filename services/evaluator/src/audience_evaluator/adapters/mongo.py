@@ -39,6 +39,7 @@ from audience_shared.profile import encode_key
 from audience_shared.rules import Group
 from audience_shared.store import (
     BULK_CHUNK,
+    CONCURRENT_COMMANDS,
     ID_LOOKUP_CHUNK,
     INSERT_CHUNK,
     apply_one,
@@ -356,9 +357,21 @@ class MongoProfileStore:
         token = write_token(self._counter_slot)
         for profile, _expected in writes:
             profile["written_by"] = token
-        for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
-            for start in range(0, len(group), size):
-                conflicts |= await self._commit_chunk(group[start : start + size], token)
+        # A few commands in flight at once: the next chunk is encoded and sent while the store
+        # applies the last (it applies update commands one at a time anyway).
+        gate = asyncio.Semaphore(CONCURRENT_COMMANDS)
+
+        async def commit(chunk: Sequence[tuple[Document, int]]) -> set[str]:
+            async with gate:
+                return await self._commit_chunk(chunk, token)
+
+        chunks = [
+            group[start : start + size]
+            for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK))
+            for start in range(0, len(group), size)
+        ]
+        for chunk_conflicts in await asyncio.gather(*(commit(chunk) for chunk in chunks)):
+            conflicts |= chunk_conflicts
         for profile, _expected in writes:
             if profile["_id"] not in conflicts:
                 self._cache.put(profile)
