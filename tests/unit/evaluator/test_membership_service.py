@@ -393,10 +393,14 @@ class Ticks:
         return self.now
 
 
-async def test_outbox_taken_over__its_late_writer__counts_it_once(world: World) -> None:
+@pytest.mark.parametrize("dropped_since", [False, True], ids=["carried", "dropped_since"])
+async def test_outbox_taken_over__its_late_writer__counts_it_once(
+    world: World, dropped_since: bool
+) -> None:
     """The writer is slow to deliver; another process takes its outbox over, delivers it first,
     and settles it (its counter token may go). The writer, late, checks the marks before counting
-    and leaves the count alone."""
+    and leaves the count alone. When the profile's next write has dropped the delivered outbox
+    (and its markers are gone), no outbox names the change any more, so it went out."""
     await world.audience("aud_p", "Users with plan=premium")
     ticks = Ticks()
     writer_may_publish, writing = await writer_held_at_publish(world, ticks)
@@ -405,6 +409,10 @@ async def test_outbox_taken_over__its_late_writer__counts_it_once(world: World) 
     )
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert world.memberships.counts["aud_p"] == 1
+    if dropped_since:
+        await other.apply_user_events([identify("u1", plan="premium", age=31)])
+        assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
+        world.profiles.markers.clear()
     ticks.now += MARKS_CHECKED_AFTER_S + 0.1
     writer_may_publish.set()
     await writing
@@ -428,27 +436,6 @@ async def test_count_past_its_deadline__marks_checked_again__counted_once(world:
     await world.service.apply_user_events([identify("u1", plan="premium")])
     assert world.memberships.counts["aud_p"] == 1
     assert len(checked) == 2  # once before each count that followed a late one
-
-
-async def test_outbox_taken_over__its_late_writer__finds_it_dropped_since__counts_it_once(
-    world: World,
-) -> None:
-    """As above, and the profile's next write dropped the delivered outbox before the writer
-    checks: no outbox names the change any more, so it went out."""
-    await world.audience("aud_p", "Users with plan=premium")
-    ticks = Ticks()
-    writer_may_publish, writing = await writer_held_at_publish(world, ticks)
-    other = MembershipService(
-        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
-    )
-    await other.apply_user_events([identify("u1", plan="premium", age=30)])
-    await other.apply_user_events([identify("u1", plan="premium", age=31)])
-    assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"] == []
-    world.profiles.markers.clear()  # as if dropped once no outbox named them
-    ticks.now += MARKS_CHECKED_AFTER_S + 0.1
-    writer_may_publish.set()
-    await writing
-    assert world.memberships.counts["aud_p"] == 1
 
 
 async def test_outbox_carried_twice__the_middle_writer_delivers_it__counted_once(
