@@ -257,6 +257,56 @@ async def test_counters__write_past_its_deadline__refused_and_nothing_counted(
     assert await store.member_count("aud") == 0
 
 
+async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_stops_the_rest(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MongoProfileStore(client[db_name])
+    existing = [({"_id": f"p/old{n}", "version": 1}, 0) for n in range(60)]
+    assert await store.commit_profiles(existing) == set()
+    commit_chunk = store._commit_chunk
+    calls: list[tuple[str, str]] = []
+
+    async def traced(writes: Any, token: str) -> set[str]:
+        kind = "insert" if writes[0][1] == 0 else "replace"
+        calls.append(("start", kind))
+        conflicts = await commit_chunk(writes, token)
+        calls.append(("done", kind))
+        return conflicts
+
+    monkeypatch.setattr(store, "_commit_chunk", traced)
+    # A merge: its target is new (an insert), its source a replace saying where it went.
+    writes = [({"_id": "p/new", "version": 1}, 0)] + [
+        ({"_id": f"p/old{n}", "version": 2, "merged_into": "p/new"}, 1) for n in range(60)
+    ]
+    assert await store.commit_profiles(writes) == set()
+    assert calls[:2] == [("start", "insert"), ("done", "insert")]
+    assert {kind for _, kind in calls[2:]} == {"replace"}
+    assert len(calls) == 2 + 2 * 3  # 60 replaces in commands of 25
+    # A failed command fails the write at once, as itself: the commands in flight are cancelled
+    # and most of those not sent yet never go (one may take the failed command's place first).
+    calls.clear()
+    never = asyncio.Event()
+
+    async def failing(writes: Any, token: str) -> set[str]:
+        calls.append(("start", "replace"))
+        if len(calls) == 1:
+            raise ConnectionFailure("store gone")
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            calls.append(("cancelled", "replace"))
+            raise
+        return set()
+
+    monkeypatch.setattr(store, "_commit_chunk", failing)
+    many = [({"_id": f"p/old{n}", "version": 3}, 2) for n in range(60)] * 3  # 180: 8 commands
+    with pytest.raises(ConnectionFailure):
+        await store.commit_profiles(many)
+    started = [call for call in calls if call[0] == "start"]
+    assert len(started) <= store_module.CONCURRENT_COMMANDS + 1 < 8
+    assert len(calls) - len(started) == len(started) - 1  # every other one was cancelled
+
+
 async def test_clear_outboxes__a_profile_written_since__keeps_its_outbox_and_is_not_reported(
     client: AsyncMongoClient[dict[str, Any]], db_name: str
 ) -> None:

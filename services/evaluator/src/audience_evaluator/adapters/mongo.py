@@ -8,9 +8,9 @@ import random
 import secrets
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 import structlog
@@ -49,6 +49,7 @@ from audience_shared.store import (
 )
 
 Document = dict[str, Any]
+T = TypeVar("T")
 log = structlog.get_logger()
 DUPLICATE_KEY = 11000
 # A counter keeps tokens of the changes it applied until they are settled: their outbox is marked
@@ -255,6 +256,19 @@ def _marker_names(doc: Document) -> set[str]:
     return names
 
 
+async def _all_at_once(steps: Iterable[Awaitable[T]]) -> list[T]:
+    """The steps' results, run at once; on the first failure the others are cancelled and that
+    failure raised as itself (the retries tell outages by the exception's type)."""
+    running = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*running))
+    except BaseException:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
+
+
 class ProfileCache:
     """The profiles this process wrote last, least recently used out first.
 
@@ -358,20 +372,18 @@ class MongoProfileStore:
         for profile, _expected in writes:
             profile["written_by"] = token
         # A few commands in flight at once: the next chunk is encoded and sent while the store
-        # applies the last (it applies update commands one at a time anyway).
+        # applies the last (it applies update commands one at a time anyway). New profiles go
+        # first: a merge's target is inserted before its source, a replace, says it was merged.
         gate = asyncio.Semaphore(CONCURRENT_COMMANDS)
 
         async def commit(chunk: Sequence[tuple[Document, int]]) -> set[str]:
             async with gate:
                 return await self._commit_chunk(chunk, token)
 
-        chunks = [
-            group[start : start + size]
-            for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK))
-            for start in range(0, len(group), size)
-        ]
-        for chunk_conflicts in await asyncio.gather(*(commit(chunk) for chunk in chunks)):
-            conflicts |= chunk_conflicts
+        for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
+            chunks = [group[start : start + size] for start in range(0, len(group), size)]
+            for chunk_conflicts in await _all_at_once(commit(chunk) for chunk in chunks):
+                conflicts |= chunk_conflicts
         for profile, _expected in writes:
             if profile["_id"] not in conflicts:
                 self._cache.put(profile)
