@@ -323,6 +323,17 @@ async def test_crash_between_counting_and_marking__replay_counts_nothing_twice(
     assert world.memberships.counts["aud_p"] == 1
 
 
+class ProfilesWith:
+    """The shared profile store as another process sees it, with some methods replaced."""
+
+    def __init__(self, profiles: FakeProfileStore, **methods: Callable[..., Any]) -> None:
+        self._profiles = profiles
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._profiles, name)
+
+
 async def writer_held_at_publish(
     world: World,
     monotonic: Callable[[], float] = time.monotonic,
@@ -332,19 +343,13 @@ async def writer_held_at_publish(
     waits, before delivering (publishing and counting), until the event is set."""
     may_publish = asyncio.Event()
 
-    class HeldAfterWrite:
-        """The shared profiles; the writer's write returns once the event is set."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(world.profiles, name)
-
-        async def commit_profiles(self, *args: Any, **kwargs: Any) -> set[str]:
-            conflicts = await world.profiles.commit_profiles(*args, **kwargs)
-            await may_publish.wait()
-            return conflicts
+    async def held_after_write(*args: Any, **kwargs: Any) -> set[str]:
+        conflicts = await world.profiles.commit_profiles(*args, **kwargs)
+        await may_publish.wait()
+        return conflicts
 
     writer = MembershipService(
-        HeldAfterWrite(),  # type: ignore[arg-type]
+        ProfilesWith(world.profiles, commit_profiles=held_after_write),  # type: ignore[arg-type]
         world.memberships,
         FakePublisher(),
         world.registry,
@@ -454,19 +459,14 @@ async def test_outbox_carried_twice__the_middle_writer_delivers_it__counted_once
     profile = world.profiles.docs[f"{PROJECT}/u1"]
     assert profile["carried_from"] == [f"1|{a_token}"]
 
-    class BFinishesBeforeTheCheck:
-        """The shared profiles; B delivers (counts, marks and settles) as C checks the marks."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(world.profiles, name)
-
-        async def outboxes_now(self, profile_ids: Sequence[str]) -> dict[str, Any]:
-            b_may_publish.set()
-            await b_writing
-            return await world.profiles.outboxes_now(profile_ids)
+    async def b_finishes_before_the_check(profile_ids: Sequence[str]) -> dict[str, Any]:
+        """B delivers (counts, marks and settles) as C checks the marks."""
+        b_may_publish.set()
+        await b_writing
+        return await world.profiles.outboxes_now(profile_ids)
 
     c = MembershipService(
-        BFinishesBeforeTheCheck(),  # type: ignore[arg-type]
+        ProfilesWith(world.profiles, outboxes_now=b_finishes_before_the_check),  # type: ignore[arg-type]
         world.memberships,
         FakePublisher(),
         world.registry,
