@@ -91,6 +91,24 @@ class World:
     def members(self, audience_id: str) -> set[str]:
         return {pid.split("/", 1)[1] for pid in self.memberships.members(audience_id)}
 
+    def another_process(
+        self,
+        publisher: FakePublisher | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        **profile_methods: Callable[..., Any],
+    ) -> MembershipService:
+        """A second evaluator process over the same stores, with its own publisher (by default
+        the world's) and, if given, some profile-store methods replaced."""
+        profiles = ProfilesWith(self.profiles, **profile_methods) if profile_methods else None
+        return MembershipService(
+            profiles or self.profiles,  # type: ignore[arg-type]
+            self.memberships,
+            publisher or self.publisher,
+            self.registry,
+            self.clock,
+            monotonic,
+        )
+
 
 def identify(
     user: str, at: datetime = T0, event_id: str | None = None, **traits: Any
@@ -210,9 +228,7 @@ async def test_sweeper__due_times_another_process_wrote__found_by_the_store_scan
 ) -> None:
     await world.audience("aud_a", "Users who did app_open in the last 7 days")
     await world.service.apply_user_events([track("u1", "app_open")])
-    other = MembershipService(
-        world.profiles, world.memberships, world.publisher, world.registry, world.clock
-    )
+    other = world.another_process()
     world.clock.now = T0 + timedelta(days=7, seconds=1)
     await SweepService(world.profiles, other, world.clock).sweep_once()
     assert world.members("aud_a") == set()
@@ -222,9 +238,7 @@ async def test_sweeper__given_partitions__scans_the_store_on_its_next_pass(world
     await world.audience("aud_a", "Users who did app_open in the last 7 days")
     sweeper = SweepService(world.profiles, world.service, world.clock, scan_spacing=1e9)
     await sweeper.sweep_once()  # the first pass scans the store; the next ones will not
-    other = MembershipService(
-        world.profiles, world.memberships, world.publisher, world.registry, world.clock
-    )
+    other = world.another_process()
     await other.apply_user_events([track("u1", "app_open")])  # due time kept by `other` only
     world.clock.now = T0 + timedelta(days=7, seconds=1)
     await sweeper.sweep_once()
@@ -348,14 +362,7 @@ async def writer_held_at_publish(
         await may_publish.wait()
         return conflicts
 
-    writer = MembershipService(
-        ProfilesWith(world.profiles, commit_profiles=held_after_write),  # type: ignore[arg-type]
-        world.memberships,
-        FakePublisher(),
-        world.registry,
-        world.clock,
-        monotonic,
-    )
+    writer = world.another_process(FakePublisher(), monotonic, commit_profiles=held_after_write)
     was = world.profiles.docs.get(f"{PROJECT}/u1", {}).get("version", 0)
     writing = asyncio.create_task(
         writer.apply_user_events([event or identify("u1", plan="premium")])
@@ -380,9 +387,7 @@ async def test_outbox_taken_over__its_writer_delivers_it_meanwhile__counted_once
             writer_may_publish.set()
             await writing
 
-    other = MembershipService(
-        world.profiles, world.memberships, WriterFinishesNow(), world.registry, world.clock
-    )
+    other = world.another_process(WriterFinishesNow())
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert world.memberships.counts["aud_p"] == 1
     assert world.members("aud_p") == {"u1"}
@@ -409,9 +414,7 @@ async def test_outbox_taken_over__its_late_writer__counts_it_once(
     await world.audience("aud_p", "Users with plan=premium")
     ticks = Ticks()
     writer_may_publish, writing = await writer_held_at_publish(world, ticks)
-    other = MembershipService(
-        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
-    )
+    other = world.another_process(FakePublisher())
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert world.memberships.counts["aud_p"] == 1
     if dropped_since:
@@ -465,13 +468,7 @@ async def test_outbox_carried_twice__the_middle_writer_delivers_it__counted_once
         await b_writing
         return await world.profiles.outboxes_now(profile_ids)
 
-    c = MembershipService(
-        ProfilesWith(world.profiles, outboxes_now=b_finishes_before_the_check),  # type: ignore[arg-type]
-        world.memberships,
-        FakePublisher(),
-        world.registry,
-        world.clock,
-    )
+    c = world.another_process(FakePublisher(), outboxes_now=b_finishes_before_the_check)
     await c.apply_user_events([identify("u1", plan="premium", age=31)])
     assert len(world.profiles.docs[f"{PROJECT}/u1"]["carried_from"]) == 2
     assert world.memberships.counts["aud_p"] == 1
@@ -519,9 +516,7 @@ async def test_outbox_an_older_version_carried_on__its_marker_of_the_first_write
     # written by another old process that had read version 1 before the mark, then died.
     world.profiles.markers = {f"{pid}|1"}
     profile["version"], profile["written_by"] = 2, "an-old-process"
-    other = MembershipService(
-        world.profiles, world.memberships, FakePublisher(), world.registry, world.clock
-    )
+    other = world.another_process(FakePublisher())
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert world.memberships.counts["aud_p"] == 1
     assert world.members("aud_p") == {"u1"}
@@ -565,9 +560,7 @@ async def test_delivered_outbox__another_process_drops_it_without_replaying(
 ) -> None:
     await world.audience("aud_p", "Users with plan=premium")
     await world.service.apply_user_events([identify("u1", plan="premium")])
-    other = MembershipService(
-        world.profiles, world.memberships, world.publisher, world.registry, world.clock
-    )
+    other = world.another_process()
     # The user's partition moved to another process: it finds the delivered outbox by its marker.
     await other.apply_user_events([identify("u1", plan="premium", age=30)])
     assert [c.type for c in world.publisher.published] == ["membership.entered"]
