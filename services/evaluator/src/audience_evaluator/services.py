@@ -5,7 +5,7 @@ import contextlib
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -47,6 +47,7 @@ from audience_evaluator.profiles import (
 from audience_evaluator.registry import ActiveAudience, AudienceRegistry, compile_audience
 from audience_shared.events import MembershipChanged, UserEventBase
 from audience_shared.rules.predicate import normalize_now
+from audience_shared.tasks import all_at_once
 
 log = structlog.get_logger()
 
@@ -287,10 +288,12 @@ class MembershipService:
         written_at = self._monotonic() if first_write_at is None else first_write_at
         provenance = Provenance(decided=decided_by, carried=carried)
         if changes:
-            await _at_once(
-                self._publish(changes),
-                self._count(changes, provenance, spans, replayed, written_at),
-                self._save_links(identity_docs),
+            await all_at_once(
+                [
+                    self._publish(changes),
+                    self._count(changes, provenance, spans, replayed, written_at),
+                    self._save_links(identity_docs),
+                ]
             )
         else:
             await self._save_links(identity_docs)
@@ -589,20 +592,6 @@ class MembershipService:
             version=version,
             reason=reason,
         )
-
-
-async def _at_once(*steps: Awaitable[None]) -> None:
-    """Independent steps at once; when one fails, the others are cancelled and its error raised
-    (as itself, not in a group: the retries tell outages by the exception's type)."""
-    running = [asyncio.ensure_future(step) for step in steps]
-    try:
-        for finished in asyncio.as_completed(running):
-            await finished
-    except BaseException:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        raise
 
 
 def _due_at(profile: Profile) -> datetime | None:

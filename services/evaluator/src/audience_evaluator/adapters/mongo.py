@@ -8,9 +8,9 @@ import random
 import secrets
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import bson
 import structlog
@@ -47,9 +47,9 @@ from audience_shared.store import (
     delete_by_ids,
     find_by_ids,
 )
+from audience_shared.tasks import all_at_once
 
 Document = dict[str, Any]
-T = TypeVar("T")
 log = structlog.get_logger()
 DUPLICATE_KEY = 11000
 # A counter keeps tokens of the changes it applied until they are settled: their outbox is marked
@@ -256,19 +256,6 @@ def _marker_names(doc: Document) -> set[str]:
     return names
 
 
-async def _all_at_once(steps: Iterable[Awaitable[T]]) -> list[T]:
-    """The steps' results, run at once; on the first failure the others are cancelled and that
-    failure raised as itself (the retries tell outages by the exception's type)."""
-    running = [asyncio.ensure_future(step) for step in steps]
-    try:
-        return list(await asyncio.gather(*running))
-    except BaseException:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        raise
-
-
 class ProfileCache:
     """The profiles this process wrote last, least recently used out first.
 
@@ -382,7 +369,7 @@ class MongoProfileStore:
 
         for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
             chunks = [group[start : start + size] for start in range(0, len(group), size)]
-            for chunk_conflicts in await _all_at_once(commit(chunk) for chunk in chunks):
+            for chunk_conflicts in await all_at_once(commit(chunk) for chunk in chunks):
                 conflicts |= chunk_conflicts
         for profile, _expected in writes:
             if profile["_id"] not in conflicts:
