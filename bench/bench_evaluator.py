@@ -524,19 +524,24 @@ STAGES = ("fetch", "decode", "read", "evaluate", "write", "publish", "count", "l
 
 
 async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
-    """Seconds and observations so far of each batch stage, and of whole batches (`batch`) and
-    their sizes (`events`), summed over the evaluators."""
+    """Seconds and observations so far of each batch stage, of whole batches (`batch`) and
+    their sizes (`events`), and of garbage collections by generation (`gc0` to `gc2`), summed
+    over the evaluators."""
     totals: dict[str, tuple[float, int]] = {}
     families = {
         "audiences_evaluator_stage_seconds": None,
         "audiences_evaluator_batch_seconds": "batch",
         "audiences_evaluator_batch_size": "events",
+        "audiences_evaluator_gc_pause_seconds": "gc",
     }
     for family, name in families.items():
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for sample in await metric_samples(ports, family):
-            key = name or sample.labels.get("stage", "")
+            if name == "gc":
+                key = f"gc{sample.labels.get('generation', '')}"
+            else:
+                key = name or sample.labels.get("stage", "")
             if sample.name.endswith("_sum"):
                 sums[key] = sums.get(key, 0.0) + sample.value
             elif sample.name.endswith("_count"):
@@ -555,9 +560,18 @@ def per_batch(before: dict[str, tuple[float, int]], after: dict[str, tuple[float
     def delta(key: str) -> float:
         return after.get(key, (0.0, 0))[0] - before.get(key, (0.0, 0))[0]
 
+    def collections(key: str) -> int:
+        return after.get(key, (0.0, 0))[1] - before.get(key, (0.0, 0))[1]
+
     parts = [f"{batches} batches of {delta('events') / batches:.0f} events"]
     parts += [f"{key} {delta(key) / batches * 1000:.1f}" for key in ("batch", *STAGES)]
-    return ", ".join(parts) + " (ms per batch)"
+    # A full collection walks every cached profile, and every event in the process waits.
+    gc = "/".join(str(collections(f"gc{generation}")) for generation in range(3))
+    full_ms = delta("gc2") / max(collections("gc2"), 1) * 1000
+    return (
+        ", ".join(parts)
+        + f" (ms per batch); gc collections by generation {gc}, full ones {full_ms:.0f} ms each"
+    )
 
 
 async def store_time(ports: list[int], top: int = 8) -> dict[str, float]:
