@@ -10,6 +10,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from audience_shared.tasks import all_at_once
+
 Document = dict[str, Any]
 IndexKeys = Sequence[tuple[str, int]]
 
@@ -150,9 +152,8 @@ async def bulk_write_chunked(
                         if not ignore_duplicates:
                             raise
 
-    await asyncio.gather(
-        *(write(list(ops[start : start + size])) for start in range(0, len(ops), size))
-    )
+    # The first failure cancels the commands still waiting, as a batch's own writes do.
+    await all_at_once(write(list(ops[start : start + size])) for start in range(0, len(ops), size))
 
 
 async def apply_one(collection: AsyncCollection[Document], op: Any) -> int:

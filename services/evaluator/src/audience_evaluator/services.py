@@ -392,11 +392,11 @@ class MembershipService:
             profile.pop("carried_from", None)
             profile["_dirty"] = True
             return
-        replayed = [restored_change(profile, stored) for stored in profile["outbox"]]
-        for stored, change in zip(profile["outbox"], replayed, strict=True):
+        taken = [restored_change(profile, stored) for stored in profile["outbox"]]
+        for stored, change in zip(profile["outbox"], taken, strict=True):
             outboxes[pid].append(change)
             carried[change.event_id] = deciding_write(profile, stored, change.version)
-        profile["carried_from"] = carried_from(profile, min(c.version for c in replayed))
+        profile["carried_from"] = carried_from(profile, min(change.version for change in taken))
 
     async def _save_links(self, identity_docs: list[Document]) -> None:
         with STAGE_SECONDS.labels("links").time():

@@ -245,6 +245,13 @@ def _older_marker_id(profile_id: str, version: int) -> str:
     return f"{profile_id}|{version}"
 
 
+def _write_marker_names(profile_id: str, version: int, token: str | None) -> list[str]:
+    """The markers that say a profile write's outbox went out: its token's, or (made by an
+    older version) the one of that profile version."""
+    older = _older_marker_id(profile_id, version)
+    return [token, older] if token else [older]
+
+
 def _marker_names(doc: Document) -> set[str]:
     """The markers a stored profile's outbox may still be looked up by: those of the writes
     that held it, and those older versions made for the versions since its oldest change (an
@@ -463,9 +470,8 @@ class MongoProfileStore:
     ) -> set[tuple[str, int]]:
         names: dict[str, set[tuple[str, int]]] = defaultdict(set)
         for pid, version, token in writes:
-            if token:
-                names[token].add((pid, version))
-            names[_older_marker_id(pid, version)].add((pid, version))
+            for name in _write_marker_names(pid, version, token):
+                names[name].add((pid, version))
         marked = await find_by_ids(self._markers, sorted(names), {"_id": 1})
         return {write for name in marked for write in names[name]}
 
@@ -801,15 +807,14 @@ class MongoMembershipStore:
         in_flight: set[str] = set()
 
         async def check(outboxes: list[Document]) -> None:
-            # An outbox went out if its own write is marked (or, older, the outbox itself).
+            # An outbox went out if the write that left it is marked.
             names = {
-                doc["_id"]: {
-                    doc.get("written_by"),
-                    _older_marker_id(doc["_id"], doc.get("version", 0)),
-                }
+                doc["_id"]: set(
+                    _write_marker_names(doc["_id"], doc.get("version", 0), doc.get("written_by"))
+                )
                 for doc in outboxes
             }
-            wanted = sorted({name for named in names.values() for name in named if name})
+            wanted = sorted(set().union(*names.values()))
             marked = await find_by_ids(self._markers, wanted, {"_id": 1})
             for doc in outboxes:
                 if not names[doc["_id"]] & marked.keys():
