@@ -50,6 +50,8 @@ async def wait_members(client: httpx.AsyncClient, audience_id: str, expected: se
         page = (await client.get(f"/v1/audiences/{audience_id}/members?first=100")).json()
         members = {item["user_id"] for item in page["items"]}
         if members == expected:
+            # Each member says when it joined (the evaluator stored it with the membership).
+            assert all(item["joined_at"] for item in page["items"]), page
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"members of {audience_id} stayed {members}, expected {expected}")

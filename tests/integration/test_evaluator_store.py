@@ -22,6 +22,7 @@ from audience_evaluator.adapters.mongo import (
 from audience_evaluator.errors import LateCount
 from audience_evaluator.ports import Provenance
 from audience_shared.events import MembershipChanged
+from audience_shared.profile import join_time
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,40 @@ async def test_profile_stored_before_packing__read_as_is__packed_by_its_next_wri
     again = (await MongoProfileStore(client[db_name]).load_profiles(["p/u"]))["p/u"]
     assert again["seen"] == ["e1", "e2"]
     assert again["due"] == {"aud": at}
+
+
+async def test_join_times__stored_as_a_list_beside_audiences__read_back_as_a_map(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    at = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+    joined = {"aud_b": at, "aud_a": at + timedelta(hours=1)}
+    profile = {"_id": "p/u", "version": 1, "audiences": ["aud_a", "aud_b", "aud_c"]}
+    store = MongoProfileStore(client[db_name])
+    assert await store.commit_profiles([({**profile, "joined": joined}, 0)]) == set()
+    stored = await client[db_name].profiles.find_one({"_id": "p/u"})
+    assert stored is not None
+    assert "joined" not in stored
+    assert stored["joined_at"] == [at + timedelta(hours=1), at, None]  # aud_c's is unknown
+    assert join_time(stored, "aud_b") == at
+    read = (await MongoProfileStore(client[db_name]).load_profiles(["p/u"]))["p/u"]
+    assert read["joined"] == joined
+    assert "joined_at" not in read
+
+
+async def test_join_times__a_map_an_older_version_wrote__read__rewritten_as_a_list(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    at = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+    older = {"_id": "p/u", "version": 3, "audiences": ["aud_a"], "joined": {"aud_a": at}}
+    await client[db_name].profiles.insert_one(older)
+    assert join_time(older, "aud_a") == at
+    store = MongoProfileStore(client[db_name])
+    read = (await store.load_profiles(["p/u"]))["p/u"]
+    assert read["joined"] == {"aud_a": at}
+    assert await store.commit_profiles([({**read, "version": 4}, 3)]) == set()
+    stored = await client[db_name].profiles.find_one({"_id": "p/u"})
+    assert stored is not None
+    assert (stored["joined_at"], "joined" in stored) == ([at], False)
 
 
 async def test_identity_links__first_user_keeps_a_key__a_key_seen_stored_is_not_asked_again(
@@ -571,6 +606,7 @@ async def test_adopt_membership_documents__join_times_move_into_profiles__collec
         [
             {"_id": "p/a", "version": 4, "audiences": ["aud_x", "aud_y"]},
             {"_id": "p/b", "version": 2, "audiences": ["aud_x"], "joined": {"aud_x": at}},
+            {"_id": "p/c", "version": 5, "audiences": ["aud_x"], "joined_at": [at]},
         ]
     )
     await db.memberships.insert_many(
@@ -580,16 +616,18 @@ async def test_adopt_membership_documents__join_times_move_into_profiles__collec
                 ("aud_x", "p/a", at),
                 ("aud_y", "p/a", at + timedelta(hours=1)),
                 ("aud_x", "p/b", at - timedelta(days=1)),
+                ("aud_x", "p/c", at - timedelta(days=2)),
             )
         ]
     )
-    assert await store.adopt_membership_documents() == 2
-    a = await db.profiles.find_one({"_id": "p/a"})
-    b = await db.profiles.find_one({"_id": "p/b"})
+    assert await store.adopt_membership_documents() == 3
+    a, b, c = [await db.profiles.find_one({"_id": pid}) for pid in ("p/a", "p/b", "p/c")]
     assert a is not None
     assert b is not None
+    assert c is not None
     assert a["joined"] == {"aud_x": at, "aud_y": at + timedelta(hours=1)}
     assert a["version"] == 4  # not a new version: outbox markers are keyed by it
     assert b["joined"] == {"aud_x": at}  # written by this version already: kept
+    assert (c["joined_at"], "joined" in c) == ([at], False)  # as a list, by a later version
     assert "memberships" not in await db.list_collection_names()
     assert await store.adopt_membership_documents() == 0

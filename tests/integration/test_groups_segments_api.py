@@ -59,6 +59,7 @@ async def test_loyalty_tiers__create_read_page_update_delete(
 
     members = await all_members(project_client, f"/v1/audiences/groups/{group_id}/members")
     assert sorted(m["user_id"] for m in members) == ["low", "mid", "top"]  # each exactly once
+    assert all(m["joined_at"] for m in members), members  # when each joined its tier
     by_user = {m["user_id"]: m["audience_id"] for m in members}
     assert by_user == {
         "low": tier_ids["Bronze"],

@@ -208,3 +208,32 @@ def add_intent_signal(
             kept.append(entry)
             best = entry["score"]
     return kept[:INTENT_MAX_ENTRIES]
+
+
+# When a profile's user joined each of its audiences: `joined_at`, a list in the order of
+# `audiences` (None where unknown). Older versions kept a map, `joined` (audience id → time); a
+# profile keeps it until its next write. A list stores in half the bytes of a map on FerretDB,
+# which keeps a type entry and the key list beside every value of a map.
+JOIN_TIME_FIELDS = {"audiences": 1, "joined_at": 1, "joined": 1}
+
+
+def stored_join_times(audiences: Sequence[str], joined: Mapping[str, datetime]) -> list[Any]:
+    """The `joined_at` list of a profile's audiences, from the map of their join times."""
+    return [joined.get(audience_id) for audience_id in audiences]
+
+
+def join_times(doc: Mapping[str, Any]) -> dict[str, datetime]:
+    """A stored profile's join time of each of its audiences, in either stored form."""
+    times = doc.get("joined_at")
+    if times is None:
+        return dict(doc.get("joined") or {})
+    return {
+        audience_id: at
+        for audience_id, at in zip(doc.get("audiences") or (), times, strict=False)
+        if at is not None
+    }
+
+
+def join_time(doc: Mapping[str, Any], audience_id: str) -> datetime | None:
+    """When a stored profile's user joined this audience, if known."""
+    return join_times(doc).get(audience_id)

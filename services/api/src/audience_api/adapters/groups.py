@@ -8,6 +8,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from audience_api.adapters.mongo import SEARCHED_TRAITS, MongoStore
+from audience_shared.profile import JOIN_TIME_FIELDS, join_times
 
 Document = dict[str, Any]
 
@@ -54,13 +55,14 @@ class MongoGroupRepository:
             pattern = {"$regex": re.escape(search), "$options": "i"}
             query["$or"] = [{f"traits.{name}": pattern} for name in SEARCHED_TRAITS]
         cursor = (
-            self._db.profiles.find(query, {"user_id": 1, "traits": 1, "audiences": 1, "joined": 1})
+            self._db.profiles.find(query, {"user_id": 1, "traits": 1, **JOIN_TIME_FIELDS})
             .sort("user_id", ASCENDING)
             .limit(first + 1)
         )
         rows: list[Document] = []
         async for doc in cursor:
             held = set(doc.get("audiences") or ())
+            joined = join_times(doc)
             for audience_id in wanted:
                 if audience_id not in held or (
                     after is not None and (doc["user_id"], audience_id) <= after
@@ -71,7 +73,7 @@ class MongoGroupRepository:
                         "user_id": doc["user_id"],
                         "audience_id": audience_id,
                         "traits": doc.get("traits") or {},
-                        "joined_at": (doc.get("joined") or {}).get(audience_id),
+                        "joined_at": joined.get(audience_id),
                     }
                 )
         return rows[:first]

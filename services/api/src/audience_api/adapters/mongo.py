@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from audience_shared.adapters.mongo_rules import compile_mongo_filter
 from audience_shared.counters import COUNT_FIELDS, all_counter_ids, counter_ids, summed_counts
+from audience_shared.profile import JOIN_TIME_FIELDS, join_time
 from audience_shared.rules import Group
 from audience_shared.schema import INDEXES, UNIQUE
 from audience_shared.store import ensure_schema, find_by_ids
@@ -129,7 +130,7 @@ class MongoAudienceRepository:
         self, audience_id: str, first: int, after: str | None, search: str | None
     ) -> list[Document]:
         """Members in user_id order with their traits and join time, optionally filtered by
-        search. A membership is held by its profile (`audiences`, joined at `joined`)."""
+        search. A membership is held by its profile (`audiences`, with the join times)."""
         query: Document = {"audiences": audience_id}
         if after is not None:
             query["user_id"] = {"$gt": after}
@@ -137,7 +138,7 @@ class MongoAudienceRepository:
             pattern = {"$regex": re.escape(search), "$options": "i"}
             query["$or"] = [{f"traits.{name}": pattern} for name in SEARCHED_TRAITS]
         cursor = (
-            self._db.profiles.find(query, {"user_id": 1, "traits": 1, "joined": 1})
+            self._db.profiles.find(query, {"user_id": 1, "traits": 1, **JOIN_TIME_FIELDS})
             .sort("user_id", ASCENDING)
             .limit(first)
         )
@@ -145,7 +146,7 @@ class MongoAudienceRepository:
             {
                 "user_id": doc["user_id"],
                 "traits": doc.get("traits") or {},
-                "joined_at": (doc.get("joined") or {}).get(audience_id),
+                "joined_at": join_time(doc, audience_id),
             }
             async for doc in cursor
         ]

@@ -35,7 +35,7 @@ from audience_shared.counters import (
 )
 from audience_shared.events import MembershipChanged
 from audience_shared.history import history_bucket, history_point_id
-from audience_shared.profile import encode_key
+from audience_shared.profile import encode_key, join_times, stored_join_times
 from audience_shared.rules import Group
 from audience_shared.store import (
     BULK_CHUNK,
@@ -90,18 +90,30 @@ PACKED = "packed"
 
 
 def packed_profile(profile: Document) -> Document:
-    """A profile as the store keeps it: the evaluator's own fields in one BSON value."""
-    stored = {name: value for name, value in profile.items() if name not in PACKED_FIELDS}
+    """A profile as the store keeps it: the evaluator's own fields in one BSON value, and the
+    join times as a list in the order of `audiences` (`joined_at`, see audience_shared.profile)."""
+    stored = {
+        name: value
+        for name, value in profile.items()
+        if name not in PACKED_FIELDS and name != "joined"
+    }
     own = {name: profile[name] for name in PACKED_FIELDS if name in profile}
     stored[PACKED] = Binary(bson.encode(own))
+    stored["joined_at"] = stored_join_times(
+        profile.get("audiences") or (), profile.get("joined") or {}
+    )
     return stored
 
 
 def unpacked_profile(doc: Document) -> Document:
-    """A stored profile as the evaluator works on it (one written before packing is as is)."""
+    """A stored profile as the evaluator works on it, its join times a map (`joined`); one
+    written before packing, or with the map, is read as it is."""
     packed = doc.pop(PACKED, None)
     if packed is not None:
         doc.update(bson.decode(packed, codec_options=CODEC_OPTIONS))
+    if "joined_at" in doc:
+        doc["joined"] = join_times(doc)
+        del doc["joined_at"]
     return doc
 
 
@@ -573,7 +585,7 @@ class MongoProfileStore:
 
 class MongoMembershipStore:
     """Counts, history and the members of audiences. A membership is held by its profile
-    (`audiences`, with the time each was joined in `joined`), written with the profile's version
+    (`audiences`, with the time each was joined in `joined_at`), written with the profile's version
     guard in the same write as the decision: there is no second copy to drift or reorder."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
@@ -848,7 +860,10 @@ class MongoMembershipStore:
         # Not a new version: the profile's outbox markers are keyed by it, and a guarded write
         # that races this one only loses join times older versions wrote.
         ops = [
-            UpdateOne({"_id": pid, "joined": {"$exists": False}}, {"$set": {"joined": times}})
+            UpdateOne(
+                {"_id": pid, "joined": {"$exists": False}, "joined_at": {"$exists": False}},
+                {"$set": {"joined": times}},
+            )
             for pid, times in joined.items()
         ]
         await bulk_write_chunked(self._profiles, ops)

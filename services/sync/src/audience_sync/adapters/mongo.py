@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from audience_shared.identity import link_id
+from audience_shared.profile import JOIN_TIME_FIELDS, join_time
 from audience_shared.store import bulk_write_chunked
 
 Document = dict[str, Any]
@@ -235,7 +236,7 @@ class MongoIdentityStore:
 
 class MongoMemberSource:
     """Members of an audience as the evaluator holds them: the profiles carrying it in
-    `audiences`, with their traits and the time each joined (`joined`)."""
+    `audiences`, with their traits and the time each joined."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
@@ -252,14 +253,14 @@ class MongoMemberSource:
         # One cursor for the whole unload: on FerretDB every query of profiles by audience is a
         # scan, so a query per page would make the unload quadratic in the audience's size.
         cursor = self._db.profiles.find(
-            query, {"user_id": 1, "joined": 1, "traits": 1}, batch_size=size
+            query, {"user_id": 1, "traits": 1, **JOIN_TIME_FIELDS}, batch_size=size
         ).sort("user_id", ASCENDING)
         page: list[Document] = []
         async for doc in cursor:
             page.append(
                 {
                     "user_id": doc["user_id"],
-                    "joined_at": (doc.get("joined") or {}).get(audience_id),
+                    "joined_at": join_time(doc, audience_id),
                     "traits": doc.get("traits") or {},
                 }
             )
