@@ -22,7 +22,7 @@ from audience_evaluator.adapters.mongo import (
 from audience_evaluator.errors import LateCount
 from audience_evaluator.ports import Provenance
 from audience_shared.events import MembershipChanged
-from audience_shared.profile import join_time
+from audience_shared.profile import join_time, join_times
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +136,24 @@ async def test_join_times__a_map_an_older_version_wrote__read__rewritten_as_a_li
     stored = await client[db_name].profiles.find_one({"_id": "p/u"})
     assert stored is not None
     assert (stored["joined_at"], "joined" in stored) == ([at], False)
+
+
+async def test_join_times__an_older_version_wrote_over_a_list__its_map_wins(
+    client: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> None:
+    at = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+    # An older version removed aud_a, added aud_c, and kept the list it did not know as it was.
+    rewritten = {
+        "_id": "p/u",
+        "version": 5,
+        "audiences": ["aud_b", "aud_c"],
+        "joined": {"aud_c": at + timedelta(days=1)},
+        "joined_at": [at, at + timedelta(hours=1)],
+    }
+    await client[db_name].profiles.insert_one(rewritten)
+    assert join_times(rewritten) == {"aud_c": at + timedelta(days=1)}
+    read = (await MongoProfileStore(client[db_name]).load_profiles(["p/u"]))["p/u"]
+    assert read["joined"] == {"aud_c": at + timedelta(days=1)}
 
 
 async def test_identity_links__first_user_keeps_a_key__a_key_seen_stored_is_not_asked_again(

@@ -212,7 +212,9 @@ def add_intent_signal(
 
 # When a profile's user joined each of its audiences: `joined_at`, a list in the order of
 # `audiences` (None where unknown). Older versions kept a map, `joined` (audience id → time); a
-# profile keeps it until its next write. A list stores in half the bytes of a map on FerretDB,
+# profile keeps it until its next write. This version never stores the map, so a profile that
+# has one was last written by an older version, which may have left a stale list beside it (it
+# keeps fields it does not know): the map wins. A list stores in half the bytes of a map on FerretDB,
 # which keeps a type entry and the key list beside every value of a map.
 JOIN_TIME_FIELDS = {"audiences": 1, "joined_at": 1, "joined": 1}
 
@@ -225,7 +227,7 @@ def stored_join_times(audiences: Sequence[str], joined: Mapping[str, datetime]) 
 def join_times(doc: Mapping[str, Any]) -> dict[str, datetime]:
     """A stored profile's join time of each of its audiences, in either stored form."""
     times = doc.get("joined_at")
-    if times is None:
+    if times is None or "joined" in doc:
         return dict(doc.get("joined") or {})
     return {
         audience_id: at

@@ -112,7 +112,7 @@ def unpacked_profile(doc: Document) -> Document:
     if packed is not None:
         doc.update(bson.decode(packed, codec_options=CODEC_OPTIONS))
     if "joined_at" in doc:
-        doc["joined"] = join_times(doc)
+        doc["joined"] = join_times(doc)  # the map, if an older version wrote one since
         del doc["joined_at"]
     return doc
 
@@ -849,8 +849,10 @@ class MongoMembershipStore:
 
     async def adopt_membership_documents(self) -> int:
         """Move join times from the `memberships` collection older versions kept into their
-        profiles' `joined`, then drop it; returns how many profiles took them. Idempotent: a
-        profile that has `joined` already keeps it, and the collection goes only at the end."""
+        profiles' `joined` (the older map form), then drop it; returns how many profiles were
+        offered them. Idempotent: a profile that has join times already (`joined`, or the
+        `joined_at` list a later version writes) keeps them, and the collection goes only at the
+        end."""
         if await self._old_memberships.estimated_document_count() == 0:
             return 0
         joined: dict[str, dict[str, datetime]] = defaultdict(dict)
