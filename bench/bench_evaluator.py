@@ -525,14 +525,15 @@ STAGES = ("fetch", "decode", "read", "evaluate", "write", "publish", "count", "l
 
 async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
     """Seconds and observations so far of each batch stage, of whole batches (`batch`) and
-    their sizes (`events`), and of garbage collections by generation (`gc0` to `gc2`), summed
-    over the evaluators."""
+    their sizes (`events`), of garbage collections by generation (`gc0` to `gc2`), and of the
+    sweepers' store scans (`sweep_scans`), summed over the evaluators."""
     totals: dict[str, tuple[float, int]] = {}
     families = {
         "audiences_evaluator_stage_seconds": None,
         "audiences_evaluator_batch_seconds": "batch",
         "audiences_evaluator_batch_size": "events",
         "audiences_evaluator_gc_pause_seconds": "gc",
+        "audiences_evaluator_sweep_scan_seconds": "sweep_scans",
     }
     for family, name in families.items():
         sums: dict[str, float] = {}
@@ -568,9 +569,12 @@ def per_batch(before: dict[str, tuple[float, int]], after: dict[str, tuple[float
     # A full collection walks every cached profile, and every event in the process waits.
     gc = "/".join(str(collections(f"gc{generation}")) for generation in range(3))
     full_ms = delta("gc2") / max(collections("gc2"), 1) * 1000
+    # A sweeper's scan of the store reads every profile (FerretDB has no due_at index).
+    scans = f"sweeper store scans {collections('sweep_scans')} ({delta('sweep_scans'):.1f} s)"
     return (
         ", ".join(parts)
-        + f" (ms per batch); gc collections by generation {gc}, full ones {full_ms:.0f} ms each"
+        + f" (ms per batch); gc collections by generation {gc}, full ones {full_ms:.0f} ms each; "
+        + scans
     )
 
 
