@@ -212,9 +212,10 @@ def add_intent_signal(
 
 # When a profile's user joined each of its audiences: `joined_at`, a list in the order of
 # `audiences` (None where unknown). Older versions kept a map, `joined` (audience id → time); a
-# profile keeps it until its next write. This version never stores the map, so a profile that
-# has one was last written by an older version, which may have left a stale list beside it (it
-# keeps fields it does not know): the map wins. A list stores in half the bytes of a map on
+# profile keeps it until its next write. This version writes the map only into a profile with
+# no join times at all (adopting an older version's membership documents), so a profile with a
+# map and a list was last written by an older version, which kept the list it did not know: the
+# map wins. A list stores in half the bytes of a map on
 # FerretDB, which keeps a type entry and the key list beside every value of a map.
 JOIN_TIME_FIELDS = {"audiences": 1, "joined_at": 1, "joined": 1}
 
