@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 FERRETDB_VERSION="v1.24.0"
 # Bump the suffix whenever a patch in deploy/local/ferretdb/ changes, so cached builds are redone.
-FERRETDB_BUILD="$FERRETDB_VERSION-audiences.14"
+FERRETDB_BUILD="$FERRETDB_VERSION-audiences.15"
 # FerretDB's wire-protocol module, built from a patched copy (see wire-release-checks.patch).
 FERRETDB_WIRE_VERSION="v0.0.7"
 FERRETDB_BIN="$CACHE_DIR/ferretdb/$FERRETDB_BUILD/ferretdb"
