@@ -30,8 +30,13 @@ class Settings(BaseServiceSettings):
     # Python's cyclic garbage collector thresholds (gc.set_threshold). With Python's defaults a
     # full collection ran every few seconds and walked every cached profile (400,000 objects at
     # 30,000 decoded profiles: about 300 ms, every event in the process waiting). Profiles hold no
-    # cycles; the young generations still collect the short-lived cycles asyncio makes.
+    # cycles; the young generations still collect the short-lived cycles asyncio makes. Between
+    # batches the collector runs over what the batch left and freezes the survivors (see
+    # garbage.py), so these bound only the collections inside a batch or a build.
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
+    # Frozen objects are freed by reference counting; a cycle among them waits for this, a
+    # collection of the whole heap (about 0.3 s per 30,000 decoded profiles cached).
+    gc_full_interval_s: float = 600.0
     reconcile_interval_s: float = 300.0
     # Store or broker outages: retry with backoff up to this many seconds between attempts.
     max_backoff_s: float = 10.0

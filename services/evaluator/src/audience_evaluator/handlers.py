@@ -23,6 +23,7 @@ from tenacity import (
 from audience_evaluator.adapters.kafka import OffsetCommitter
 from audience_evaluator.config import Settings
 from audience_evaluator.errors import is_transient
+from audience_evaluator.garbage import BatchCollector
 from audience_evaluator.metrics import (
     BATCH_SECONDS,
     BATCH_SIZE,
@@ -142,6 +143,7 @@ class EvaluatorHandlers:
         on_partitions_assigned: Callable[[set[int]], None] = lambda partitions: None,
     ) -> None:
         self._settings = settings
+        self._collector = BatchCollector(settings.gc_full_interval_s)
         # Called with the user-events partitions this process holds after each assignment.
         self._on_partitions_assigned = on_partitions_assigned
         self._memberships = memberships
@@ -221,6 +223,7 @@ class EvaluatorHandlers:
             raise
         if consumer is not None:
             self.offsets.processed(consumer, records)
+        self._collector.after_batch()
 
     async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         with _logged_failures("audience_changes", records):
