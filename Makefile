@@ -32,8 +32,8 @@ asyncapi:  ## regenerate docs/asyncapi.json from the topic contracts in audience
 bench-rules:  ## compiled predicate vs a naive AST walk; writes .local/bench/rules.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_rules
 
-bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json
-	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator
+bench-evaluator:  ## sustained events/s and p50/p99 latency vs raw limits; writes .local/bench/evaluator.json (STEAL=45: a slower machine)
+	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_evaluator $(if $(STEAL),--steal $(STEAL))
 
 bench-resolve:  ## campaign resolve p50/p99 at 500 req/s vs the /healthz floor; writes .local/bench/resolve.json
 	@deploy/local/bootstrap.sh && .venv/bin/python -m bench.bench_resolve

@@ -43,6 +43,7 @@ from audience_shared.rules import parse_criteria
 from audience_shared.store import bulk_write_chunked
 from audience_shared.topics import Topic
 from bench.infra import ROOT, fresh_infrastructure, percentile
+from bench.steal import stolen_cores
 
 console = Console()
 PROJECT = "prj_bench"
@@ -685,6 +686,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "users": args.users,
         "audiences": args.audiences,
         "evaluators": args.evaluators,
+        "steal_percent": args.steal,
         "events_per_s": round(events_per_s, 1),
         # CPU seconds each part used while the backlog was worked off (two cores in all).
         "cpu_s_evaluators": cpu_used["evaluators"],
@@ -738,8 +740,15 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--evaluators", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--steal",
+        type=int,
+        default=0,
+        help="percent of every core taken by a real-time neighbour: a slower machine (root)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    with stolen_cores(args.steal):
+        result = asyncio.run(run(args))
     table = Table(title="Evaluator benchmark")
     for column in ("measure", "value"):
         table.add_column(column)
