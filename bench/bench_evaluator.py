@@ -520,6 +520,10 @@ async def mark_checks(ports: list[int]) -> dict[str, int]:
     return totals
 
 
+# A garbage collection longer than this (a bucket of audiences_evaluator_gc_pause_seconds) is
+# reported as slow: a stall every event in the process waits through.
+SLOW_GC_BUCKET = "0.05"
+
 # The stages of a batch, in order (publish, count and links run at once).
 STAGES = ("fetch", "decode", "read", "evaluate", "write", "publish", "count", "links", "mark")
 
@@ -548,6 +552,10 @@ async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
                 sums[key] = sums.get(key, 0.0) + sample.value
             elif sample.name.endswith("_count"):
                 counts[key] = counts.get(key, 0) + int(sample.value)
+            elif name == "gc" and sample.labels.get("le") == SLOW_GC_BUCKET:
+                # Collections within the bucket; the rest are the slow ones (`gc1_slow`).
+                sums[f"{key}_fast"] = 0.0
+                counts[f"{key}_fast"] = counts.get(f"{key}_fast", 0) + int(sample.value)
         totals |= {key: (sums[key], counts.get(key, 0)) for key in sums}
     return totals
 
@@ -570,15 +578,20 @@ def per_batch(before: dict[str, tuple[float, int]], after: dict[str, tuple[float
 
     def pauses(generation: int) -> str:
         count = collections(f"gc{generation}")
-        return f"{count} x {delta(f'gc{generation}') / max(count, 1) * 1000:.1f}"
+        slow = count - collections(f"gc{generation}_fast")
+        mean_ms = delta(f"gc{generation}") / max(count, 1) * 1000
+        return f"{count} x {mean_ms:.1f} ({slow} over {float(SLOW_GC_BUCKET) * 1000:.0f} ms)"
 
     # Every event in the process waits while the collector runs: by generation, how many
-    # collections and their mean pause (the evaluators collect between batches, see garbage.py).
+    # collections, their mean pause and how many were long (the evaluators collect the young
+    # generations between batches, see garbage.py; generation 2 is a collection of everything).
     gc = ", ".join(pauses(generation) for generation in range(3))
     # A sweeper's scan of the store reads every profile (FerretDB has no due_at index).
     scans = f"sweeper store scans {collections('sweep_scans')} ({delta('sweep_scans'):.1f} s)"
     return (
-        ", ".join(parts) + f" (ms per batch); gc collections by generation x mean ms {gc}; " + scans
+        ", ".join(parts)
+        + f" (ms per batch); gc collections by generation: count x mean ms {gc}; "
+        + scans
     )
 
 

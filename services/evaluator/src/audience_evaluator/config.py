@@ -1,5 +1,7 @@
 """Settings of the evaluator."""
 
+from pydantic import Field
+
 from audience_shared.settings import BaseServiceSettings
 from audience_shared.topics import EVALUATOR_GROUP
 
@@ -34,9 +36,10 @@ class Settings(BaseServiceSettings):
     # batches the collector runs over what the batch left and freezes the survivors (see
     # garbage.py), so these bound only the collections inside a batch or a build.
     gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
-    # Frozen objects are freed by reference counting; a cycle among them waits for this, a
-    # collection of the whole heap (about 0.3 s per 30,000 decoded profiles cached).
-    gc_full_interval_s: float = 600.0
+    # Frozen objects are freed by reference counting; one that ends up in a garbage cycle waits
+    # for the collection of the whole heap, at the first batch this long after the last one
+    # (about 0.3 s per 30,000 decoded profiles cached).
+    gc_full_interval_s: float = Field(default=600.0, gt=0)
     reconcile_interval_s: float = 300.0
     # Store or broker outages: retry with backoff up to this many seconds between attempts.
     max_backoff_s: float = 10.0

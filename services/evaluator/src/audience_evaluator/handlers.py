@@ -223,6 +223,8 @@ class EvaluatorHandlers:
             raise
         if consumer is not None:
             self.offsets.processed(consumer, records)
+        # Only after a batch that went through: a failed one's exception and traceback are still
+        # alive here, and would be frozen with their cycles.
         self._collector.after_batch()
 
     async def on_audience_changes(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
