@@ -28,11 +28,6 @@ def limited_app(release: asyncio.Event, limit: int) -> AdmissionLimit:
     return AdmissionLimit(app, max_in_flight=limit)
 
 
-def client_of(admission: AdmissionLimit) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=admission, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
-
-
 async def until_in_flight(admission: AdmissionLimit, count: int) -> None:
     for _ in range(200):
         if admission.in_flight == count:
@@ -44,7 +39,8 @@ async def until_in_flight(admission: AdmissionLimit, count: int) -> None:
 async def test_admission__limit_reached__refused_at_once_health_answered_then_admitted() -> None:
     release = asyncio.Event()
     admission = limited_app(release, limit=2)
-    async with client_of(admission) as client:
+    transport = httpx.ASGITransport(app=admission)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
         await until_in_flight(admission, 2)
 
@@ -64,7 +60,8 @@ async def test_admission__limit_reached__refused_at_once_health_answered_then_ad
 
 async def test_admission__request_fails__its_place_given_back() -> None:
     admission = limited_app(asyncio.Event(), limit=1)
-    async with client_of(admission) as client:
+    transport = httpx.ASGITransport(app=admission, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         assert (await client.get("/failing")).status_code == 500
         assert admission.in_flight == 0
 
@@ -72,9 +69,9 @@ async def test_admission__request_fails__its_place_given_back() -> None:
 async def test_admission__no_limit__nothing_refused() -> None:
     release = asyncio.Event()
     admission = limited_app(release, limit=0)
-    async with client_of(admission) as client:
+    transport = httpx.ASGITransport(app=admission)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         held = [asyncio.create_task(client.get("/slow")) for _ in range(5)]
         await asyncio.sleep(0.05)
         release.set()
-        statuses = {response.status_code for response in await asyncio.gather(*held)}
-    assert statuses == {200}
+        assert {response.status_code for response in await asyncio.gather(*held)} == {200}
