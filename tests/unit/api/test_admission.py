@@ -75,3 +75,5 @@ async def test_admission__no_limit__nothing_refused() -> None:
         await asyncio.sleep(0.05)
         release.set()
         assert {response.status_code for response in await asyncio.gather(*held)} == {200}
+
+
