@@ -39,8 +39,9 @@ def check_response(case: Any, key: str) -> None:
     where = f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
     body = response.json() if response.status_code >= 400 else None
     if response.status_code == 503:
-        # An upstream the test does not run (Klaviyo) is reported as unavailable: not a bug.
-        assert body["error"]["code"] == "unavailable", where
+        # An upstream the test does not run (Klaviyo) is reported as unavailable, and a busy
+        # gateway as overloaded: not bugs.
+        assert body["error"]["code"] in ("unavailable", "overloaded"), where
         return
     assert response.status_code < 500, where
     if body is not None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from audience_shared.settings import BaseServiceSettings
 from audience_shared.topics import EVALUATOR_GROUP
@@ -20,6 +20,10 @@ class Settings(BaseServiceSettings):
     rate_limit_per_second: float = 50
     rate_limit_burst: int = 100
     max_body_bytes: int = 1_000_000
+    # Requests one process works on at once (not counting waits on clients); past it, requests
+    # are answered 503 `overloaded` at once (see admission.py). At a few hundred requests a second
+    # per process, 128 being worked on is about a third of a second of queue. 0: no limit.
+    max_requests_in_flight: int = Field(default=128, ge=0)
     klaviyo_base_url: str = "https://a.klaviyo.com"
     klaviyo_revision: str = "2024-10-15"
     imports_dir: Path = Path(".local/data/imports")

@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from audience_api.admission import AdmissionLimit
 from audience_api.config import Settings
 from audience_api.container import Container
 from audience_api.dashboard import install_dashboard
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GzipRequestBodies, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RateLimitHeaders)
+    # Added last so it runs first: a refused request costs nothing else.
+    app.add_middleware(AdmissionLimit, max_in_flight=settings.max_requests_in_flight)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
