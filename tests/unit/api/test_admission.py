@@ -8,8 +8,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
-from audience_api.admission import AdmissionLimit
+from audience_api.admission import REQUESTS_SHED, AdmissionLimit
 from audience_api.config import Settings
 from audience_api.main import create_app
 
@@ -86,35 +87,73 @@ async def test_admission__limit_reached__refused_at_once_exempt_answered_then_ad
     assert admission.working == 0
 
 
-async def test_admission__body_still_arriving__takes_no_place() -> None:
+async def test_admission__body_still_arriving__takes_no_place_until_it_has_come() -> None:
     admission = limited_app(asyncio.Event(), limit=1)
-    body_sent = asyncio.Event()
+    first_part_read, rest_sent = asyncio.Event(), asyncio.Event()
 
     async def stalled_body():  # type: ignore[no-untyped-def]
         yield b"first part"
-        await body_sent.wait()
+        first_part_read.set()
+        await rest_sent.wait()
         yield b", the rest"
 
     async with client_of(admission) as client:
         upload = asyncio.create_task(client.post("/upload", content=stalled_body()))
-        await asyncio.sleep(0.05)
-        assert admission.working == 0  # waiting on its client
-        assert (await client.get("/healthz")).status_code == 200
-        body_sent.set()
+        await first_part_read.wait()
+        await until_working(admission, 0)  # waiting on its client
+        assert (await client.post("/upload", content=b"another")).status_code == 200
+        rest_sent.set()
         assert (await upload).text == str(len(b"first part, the rest"))
+        stalled = asyncio.create_task(client.post("/upload", content=stalled_body()))
+        first_part_read.clear()
+        rest_sent.clear()
+        await first_part_read.wait()
+        stalled.cancel()  # cancelled while it waits on its client
+        await asyncio.gather(stalled, return_exceptions=True)
     assert admission.working == 0
 
 
-async def test_admission__request_fails_or_is_cancelled__its_place_given_back() -> None:
+async def test_admission__response_watching_for_disconnect_while_sending__counts_once() -> None:
+    seen: list[int] = []
+    client_gone = asyncio.Event()
+
+    async def download(scope: Scope, receive: Receive, send: Send) -> None:
+        # As Starlette's file responses do below ASGI 2.4: a disconnect watch beside the sends.
+        async def watch_for_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watch = asyncio.create_task(watch_for_disconnect())
+        await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        seen.append(admission.working)  # working again
+        await send({"type": "http.response.body", "body": b"file", "more_body": False})
+
+    async def server_receive() -> Message:
+        await client_gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def server_send(message: Message) -> None:
+        seen.append(admission.working)  # the watch and this send both wait on the client
+
+    admission = AdmissionLimit(download, max_in_flight=1)
+    scope = {"type": "http", "method": "GET", "path": "/v1/exports/x/download", "headers": []}
+    await admission(scope, server_receive, server_send)
+    assert seen == [0, 1, 0]
+    assert admission.working == 0
+
+
+async def test_admission__behind_a_root_path__exempt_paths_still_answered() -> None:
     admission = limited_app(asyncio.Event(), limit=1)
-    async with client_of(admission) as client:
-        assert (await client.get("/failing")).status_code == 500
-        assert admission.working == 0
-        held = asyncio.create_task(client.get("/slow"))
-        await until_working(admission, 1)
-        held.cancel()
-        await asyncio.gather(held, return_exceptions=True)
-    assert admission.working == 0
+    admission.working = 1  # the limit reached
+    shed_before = REQUESTS_SHED._value.get()
+    transport = httpx.ASGITransport(app=admission, root_path="/audiences")
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        assert (await client.get("/audiences/healthz")).status_code == 200
+        assert (await client.get("/audiences/slow")).status_code == 503
+    assert REQUESTS_SHED._value.get() == shed_before + 1
 
 
 async def test_admission__no_limit__nothing_refused() -> None:

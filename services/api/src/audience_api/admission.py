@@ -1,19 +1,25 @@
 """ASGI middleware answering 503 `overloaded` at once while too many requests are worked on."""
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from prometheus_client import Counter
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audience_api.segment import error_body
 
+T = TypeVar("T")
+
 REQUESTS_SHED = Counter(
     "audiences_api_requests_shed_total",
     "Requests answered 503 overloaded because the process was working on too many",
 )
 
-# Always answered: health and metrics are how an overload is seen, and so is the dashboard.
+# Always answered: health and metrics are how an overload is seen, and so is the dashboard
+# (its page and its data).
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-EXEMPT_PREFIXES = ("/dashboard",)
+EXEMPT_PREFIXES = ("/dashboard", "/v1/ops")
 
 
 class AdmissionLimit:
@@ -28,7 +34,8 @@ class AdmissionLimit:
     Only the server's own work counts: while a request waits on its client (a body still
     arriving, a download the client reads slowly) it gives its place back, so slow or stalled
     clients cannot lock the others out, and long uploads and downloads take no place while they
-    wait on the network.
+    wait on the network. The limit applies when a request arrives: requests let in while others
+    waited on their clients may all be worked on at once afterwards, for a while above it.
     """
 
     def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
@@ -45,19 +52,27 @@ class AdmissionLimit:
             await _overloaded()(scope, receive, send)
             return
 
-        async def client_receive() -> Message:
-            self.working -= 1
+        # This request's calls now waiting on its client: a response may watch for a disconnect
+        # while it sends (two at once), and the request must count once or not at all.
+        waits = 0
+
+        async def waiting_on_client(call: Awaitable[T]) -> T:
+            nonlocal waits
+            waits += 1
+            if waits == 1:
+                self.working -= 1
             try:
-                return await receive()
+                return await call
             finally:
-                self.working += 1
+                waits -= 1
+                if waits == 0:
+                    self.working += 1
+
+        async def client_receive() -> Message:
+            return await waiting_on_client(receive())
 
         async def client_send(message: Message) -> None:
-            self.working -= 1
-            try:
-                await send(message)
-            finally:
-                self.working += 1
+            await waiting_on_client(send(message))
 
         self.working += 1
         try:
