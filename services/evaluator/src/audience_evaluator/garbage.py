@@ -21,9 +21,10 @@ class BatchCollector:
     generations are collected, i.e. what was made since the last batch (a few milliseconds), and
     what survives is frozen: moved out of every later collection.
 
-    A frozen object is still freed by reference counting when dropped. What it is not freed by is
-    cyclic garbage: an object frozen while reachable that later ends up in an unreachable cycle
-    (a finished task's exception and traceback, say) waits for the collection of the whole heap,
+    A frozen object is still freed by reference counting when dropped; what reference counting
+    cannot free is a cycle, so an object frozen while reachable that later ends up in an
+    unreachable cycle (a finished task's exception and traceback, say) waits for the collection of
+    the whole heap,
     the one long pause left, at the first batch `full_every_s` or more after the last one. So does
     the rare object that an automatic collection inside a huge batch moved to the oldest
     generation and that died before the batch ended: the young collection between batches leaves
