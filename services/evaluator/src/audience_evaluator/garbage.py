@@ -24,8 +24,8 @@ class BatchCollector:
     A frozen object is still freed by reference counting when dropped; what reference counting
     cannot free is a cycle, so an object frozen while reachable that later ends up in an
     unreachable cycle (a finished task's exception and traceback, say) waits for the collection of
-    the whole heap,
-    the one long pause left, at the first batch `full_every_s` or more after the last one. So does
+    the whole heap, the one long pause left, at the first batch `full_every_s` or more after the
+    last one. So does
     the rare object that an automatic collection inside a huge batch moved to the oldest
     generation and that died before the batch ended: the young collection between batches leaves
     the oldest generation alone, so that its pauses (generation 1 in the metrics) stay apart from
