@@ -553,7 +553,8 @@ async def stage_totals(ports: list[int]) -> dict[str, tuple[float, int]]:
             elif sample.name.endswith("_count"):
                 counts[key] = counts.get(key, 0) + int(sample.value)
             elif name == "gc" and sample.labels.get("le") == SLOW_GC_BUCKET:
-                # Collections within the bucket; the rest are the slow ones (`gc1_slow`).
+                # `gcN_fast` counts the collections within the bucket (per_batch calls the rest
+                # slow); its seconds are not known, so 0, which nothing reads.
                 sums[f"{key}_fast"] = 0.0
                 counts[f"{key}_fast"] = counts.get(f"{key}_fast", 0) + int(sample.value)
         totals |= {key: (sums[key], counts.get(key, 0)) for key in sums}
