@@ -59,6 +59,10 @@ install_ferretdb() {
   mkdir -p "$(dirname "$FERRETDB_BIN")"
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN" ./cmd/ferretdb)
   rm -rf "$build"
+  # Builds of an earlier patch series are never run again (a store running one keeps its file
+  # open, so removing it under that process is safe).
+  find "$CACHE_DIR/ferretdb" -mindepth 1 -maxdepth 1 -type d ! -name "$FERRETDB_BUILD" \
+    -exec rm -rf {} +
 }
 
 install() { [[ "$(backend)" == ferretdb ]] && install_ferretdb; return 0; }
