@@ -717,17 +717,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_to_slowest_raw": round(events_per_s / slowest, 3),
         "target_ratio": TARGET_RATIO,
         "offered_per_s": args.rate,
-        # How hard the fixed rate presses this machine: the events write one profile each, so
-        # past about two thirds of what the store takes as plain upserts, queueing sets p99.
+        # How hard the fixed rate presses this machine: every event writes its profile, so the
+        # nearer the rate comes to what the store takes as plain upserts, the more queueing
+        # sets the p99 (see docs/benchmarks.md, "Where the latency target holds").
         "offered_share_of_raw_store": round(args.rate / upsert_rate, 3),
         "latency_samples": workload.samples,
         "p50_ms": round(workload.p50, 1),
         "p99_ms": round(workload.p99, 1),
         "target_p99_ms": TARGET_P99_MS,
-        "targets_met": {
-            "ratio": events_per_s / slowest >= TARGET_RATIO,
-            "p99": workload.p99 <= TARGET_P99_MS,
-        },
+        "targets_met": targets_met(round(events_per_s / slowest, 3), round(workload.p99, 1)),
         "probe_every": PROBE_EVERY,
         # Cores each part used during the workload phase (of the machine's two).
         "cores_evaluators": workload_cores["evaluators"],
@@ -757,6 +755,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def targets_met(ratio: float, p99_ms: float) -> dict[str, bool]:
+    """Whether the figures as reported (rounded) meet the issue's targets."""
+    return {"ratio": ratio >= TARGET_RATIO, "p99": p99_ms <= TARGET_P99_MS}
+
+
 def verdict(result: dict[str, Any]) -> str:
     """One line per target: the figure, the target, and whether it was met."""
 
@@ -767,7 +770,7 @@ def verdict(result: dict[str, Any]) -> str:
     return (
         f"throughput: {result['ratio_to_slowest_raw']:.2f} of the slower raw limit "
         f"(target ≥ {result['target_ratio']}) {mark(met['ratio'])}\n"
-        f"latency: p99 {result['p99_ms']:.0f} ms at {result['offered_per_s']:,} events/s "
+        f"latency: p99 {result['p99_ms']:.1f} ms at {result['offered_per_s']:,} events/s "
         f"(target ≤ {result['target_p99_ms']} ms) {mark(met['p99'])}; that rate is "
         f"{result['offered_share_of_raw_store']:.0%} of this machine's raw store limit"
     )

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 # Busy for `on` seconds, asleep for `off`, until the benchmark that started it is gone: what a
 # noisy neighbour on a shared host does to a virtual machine's cores, in slices short enough
 # that every process here feels it evenly. It checks its parent because a killed benchmark never
-# reaches its cleanup, and a real-time burner left behind would slow every later run.
+# reaches its cleanup, and a real-time burner left behind would slow every later run. The parent
+# is named on the command line: a benchmark killed before the burner started up has handed it to
+# another parent already, which getppid() at start would take for its own.
 _BURNER = """
 import os, sys, time
-on, off, parent = float(sys.argv[1]), float(sys.argv[2]), os.getppid()
+on, off, parent = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 while os.getppid() == parent:
     end = time.perf_counter() + on
     while time.perf_counter() < end:
@@ -36,7 +38,9 @@ def stolen_cores(percent: int) -> Iterator[None]:
     burners: list[subprocess.Popen[bytes]] = []
     try:
         for cpu in sorted(os.sched_getaffinity(0)):
-            burner = subprocess.Popen([sys.executable, "-c", _BURNER, str(on), str(SLICE_S - on)])
+            burner = subprocess.Popen(
+                [sys.executable, "-c", _BURNER, str(on), str(SLICE_S - on), str(os.getpid())]
+            )
             burners.append(burner)
             try:
                 os.sched_setaffinity(burner.pid, {cpu})
