@@ -126,9 +126,15 @@ class OffsetCommitter:
         self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
         """These records are done: their offsets go out with the next commit."""
+        # The next offset of each partition first: one TopicPartition per partition, not per
+        # record (a batch holds up to thousands of records of a few partitions).
+        next_offsets: dict[tuple[str, int], int] = {}
         for record in records:
-            partition = TopicPartition(record.topic, record.partition)
-            self._pending[partition] = max(self._pending.get(partition, 0), record.offset + 1)
+            key = (record.topic, record.partition)
+            next_offsets[key] = max(next_offsets.get(key, 0), record.offset + 1)
+        for (topic, number), offset in next_offsets.items():
+            partition = TopicPartition(topic, number)
+            self._pending[partition] = max(self._pending.get(partition, 0), offset)
         self._consumer = consumer
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
