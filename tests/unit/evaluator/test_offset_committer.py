@@ -117,3 +117,28 @@ async def test_commit_cancelled_at_shutdown__its_offsets_still_committed_by_stop
     consumer.release.set()
     await stopping
     assert consumer.committed() == {0: 4}
+
+
+async def test_interval__batches_within_it_wait__then_go_together() -> None:
+    consumer, offsets = FakeConsumer({0, 1}), OffsetCommitter(interval_s=0.2)
+    offsets.processed(consumer, records(0, 1))  # type: ignore[arg-type]
+    await settled()
+    offsets.processed(consumer, records(0, 2))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(1, 7))  # type: ignore[arg-type]
+    await settled()
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 2}]  # the first at once
+    async with asyncio.timeout(2):
+        while len(consumer.commits) < 2:
+            await asyncio.sleep(0.01)
+    assert consumer.commits[1] == {TopicPartition(TOPIC, 0): 3, TopicPartition(TOPIC, 1): 8}
+    await offsets.stop()
+
+
+async def test_interval__stop_commits_what_waits_without_waiting_for_it() -> None:
+    consumer, offsets = FakeConsumer({0}), OffsetCommitter(interval_s=60)
+    offsets.processed(consumer, records(0, 1))  # type: ignore[arg-type]
+    await settled()
+    offsets.processed(consumer, records(0, 5))  # type: ignore[arg-type]
+    async with asyncio.timeout(2):
+        await offsets.stop()
+    assert consumer.committed() == {0: 6}

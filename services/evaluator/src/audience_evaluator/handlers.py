@@ -150,8 +150,8 @@ class EvaluatorHandlers:
         self._lifecycle = lifecycle
         self._dead_letters = dead_letters
         self.lock = lock
-        # Offsets are committed after each batch is processed, without the batch waiting.
-        self.offsets = OffsetCommitter()
+        # Offsets are committed after batches are processed, without a batch waiting.
+        self.offsets = OffsetCommitter(settings.commit_interval_s)
 
     async def retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Retry outages with jittered backoff; anything else propagates."""
