@@ -20,7 +20,7 @@ lint:  ## ruff, mypy (strict) and the import contracts
 	@deploy/local/bootstrap.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy shared/src services/api/src services/evaluator/src services/sync/src cli/src
+	.venv/bin/mypy shared/src services/api/src services/evaluator/src services/sync/src cli/src tests bench
 	.venv/bin/lint-imports
 
 format:

@@ -51,7 +51,7 @@ async def wait_ready(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = (await client.get(f"/v1/audiences/{audience_id}")).json()
+        body: dict[str, Any] = (await client.get(f"/v1/audiences/{audience_id}")).json()
         if body["status"] == "ready":
             return body
         await asyncio.sleep(0.1)

@@ -1,5 +1,7 @@
 """The rule language through the API: the seeds' four input forms, preview, errors, references."""
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -41,7 +43,7 @@ async def test_four_input_forms__same_meaning__same_members(
             ]
         },
     )
-    forms = [
+    forms: list[dict[str, Any]] = [
         {"criteria": "Users from country=US AND plan=premium"},
         {
             "filter": {

@@ -241,7 +241,9 @@ def test_status__reports_each_running_service_ready(stack: Stack) -> None:
         for name in ("evaluator", "sync")
     }
 
-    shown = json.loads(audience(stack, stack.admin_key, "--json", "status", **ports).stdout)
+    shown = json.loads(
+        audience(stack, stack.admin_key, "--json", "status", check=True, **ports).stdout
+    )
 
     health = {row["component"]: row["health"] for row in shown["items"]}
     assert {health[name] for name in ("api", "evaluator", "sync")} == {"ready"}

@@ -23,6 +23,7 @@ from audience_evaluator.errors import LateCount
 from audience_evaluator.ports import Provenance
 from audience_shared.events import MembershipChanged
 from audience_shared.profile import join_time, join_times
+from audience_shared.store import CONCURRENT_COMMANDS
 
 pytestmark = pytest.mark.integration
 
@@ -356,7 +357,7 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
     with pytest.raises(ConnectionFailure):
         await store.commit_profiles(many)
     started = [call for call in calls if call[0] == "start"]
-    assert len(started) <= store_module.CONCURRENT_COMMANDS + 1 < 8
+    assert len(started) <= CONCURRENT_COMMANDS + 1 < 8
     assert len(calls) - len(started) == len(started) - 1  # every other one was cancelled
 
 
@@ -392,7 +393,9 @@ async def test_markers__a_write_marks_all_its_outboxes__older_per_outbox_markers
 ) -> None:
     db = client[db_name]
     store = MongoProfileStore(db)
-    writes = [({"_id": f"p/{n}", "outbox": [f"+1|1|event||aud_{n}"]}, 0) for n in range(3)]
+    writes: list[tuple[dict[str, Any], int]] = [
+        ({"_id": f"p/{n}", "outbox": [f"+1|1|event||aud_{n}"]}, 0) for n in range(3)
+    ]
     assert await store.commit_profiles(writes) == set()
     token = writes[0][0]["written_by"]
     outboxes = [(f"p/{n}", 1, token) for n in range(3)]

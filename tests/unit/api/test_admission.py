@@ -2,6 +2,7 @@
 health, the dashboard and preflights stay answered, and waiting on a client takes no place."""
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
@@ -91,7 +92,7 @@ async def test_admission__body_still_arriving__takes_no_place_until_it_has_come(
     admission = limited_app(asyncio.Event(), limit=1)
     first_part_read, rest_sent = asyncio.Event(), asyncio.Event()
 
-    async def stalled_body():  # type: ignore[no-untyped-def]
+    async def stalled_body() -> AsyncIterator[bytes]:
         yield b"first part"
         first_part_read.set()
         await rest_sent.wait()
@@ -170,5 +171,5 @@ async def test_admission__no_limit__nothing_refused() -> None:
 def test_create_app__admission_limit_outermost_with_the_setting() -> None:
     app = create_app(Settings(max_requests_in_flight=7))
     outermost = app.user_middleware[0]
-    assert outermost.cls is AdmissionLimit
+    assert outermost.cls is AdmissionLimit  # type: ignore[comparison-overlap]
     assert outermost.kwargs == {"max_in_flight": 7}

@@ -515,7 +515,7 @@ def test_summarize__holdout_row__conversion_only_after_first_exposure() -> None:
         "min_exposures": 1,
         "confidence_threshold": 0.99,
     }
-    exposures = [
+    exposures: list[dict[str, Any]] = [
         {"user_id": "h1", "variant_id": None, "first_exposed_at": now},
         {"user_id": "h2", "variant_id": None, "first_exposed_at": now},
         {"user_id": "c1", "variant_id": "ctl", "first_exposed_at": now},

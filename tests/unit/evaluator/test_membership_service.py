@@ -8,6 +8,12 @@ from typing import Any
 
 import pytest
 
+from audience_evaluator.outbox import (
+    change_event_id,
+    deciding_write,
+    restored_change,
+    stored_change,
+)
 from audience_evaluator.registry import AudienceRegistry
 from audience_evaluator.services import (
     MARKS_CHECKED_AFTER_S,
@@ -16,10 +22,6 @@ from audience_evaluator.services import (
     AudienceLifecycleService,
     MembershipService,
     SweepService,
-    change_event_id,
-    deciding_write,
-    restored_change,
-    stored_change,
 )
 from audience_shared.events import (
     EventTracked,
@@ -298,7 +300,7 @@ async def test_crash_after_profile_write__outbox_replayed_on_next_touch(world: W
     async def crash(changes: object) -> None:
         raise ConnectionError("broker down")
 
-    world.publisher.publish = crash  # type: ignore[method-assign,assignment]
+    world.publisher.publish = crash  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         await world.service.apply_user_events([identify("u1", plan="premium", event_id="x")])
     assert world.profiles.docs[f"{PROJECT}/u1"]["outbox"]
@@ -682,7 +684,7 @@ async def test_sweeper__stranded_time_outbox__delivered_without_new_events(world
     async def crash(changes: object) -> None:
         raise ConnectionError("broker down")
 
-    world.publisher.publish = crash  # type: ignore[method-assign,assignment]
+    world.publisher.publish = crash  # type: ignore[method-assign]
     world.clock.advance(timedelta(days=1, seconds=1))
     with pytest.raises(ConnectionError):
         await world.sweeper.sweep_once()  # the exit is decided and written, not delivered
@@ -869,7 +871,7 @@ def test_outbox_entry__round_trip__keeps_only_an_id_it_cannot_derive() -> None:
 
 
 def test_outbox_entry__carried_over__names_the_write_that_decided_it() -> None:
-    profile = {
+    profile: dict[str, Any] = {
         "_id": f"{PROJECT}/u1",
         "project_id": PROJECT,
         "user_id": "u1",

@@ -61,7 +61,7 @@ async def settled() -> None:
 
 async def test_batches__committed_past_their_last_record_without_waiting() -> None:
     consumer, offsets = FakeConsumer({0, 1}), OffsetCommitter()
-    offsets.processed(consumer, records(0, 5, 3, 4) + records(1, 9))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 5, 3, 4) + records(1, 9))
     await settled()
     assert consumer.committed() == {0: 6, 1: 10}
 
@@ -69,10 +69,10 @@ async def test_batches__committed_past_their_last_record_without_waiting() -> No
 async def test_batches_while_a_commit_is_in_flight__go_together_and_only_forward() -> None:
     consumer, offsets = FakeConsumer({0, 1}), OffsetCommitter()
     consumer.release.clear()
-    offsets.processed(consumer, records(0, 1))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 1))
     await settled()
-    offsets.processed(consumer, records(0, 2))  # type: ignore[arg-type]
-    offsets.processed(consumer, records(1, 7))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 2))
+    offsets.processed(consumer, records(1, 7))
     consumer.release.set()
     await settled()
     assert consumer.commits == [
@@ -84,7 +84,7 @@ async def test_batches_while_a_commit_is_in_flight__go_together_and_only_forward
 async def test_failed_commit__kept_for_the_next__a_given_away_partition_left_to_its_owner() -> None:
     consumer, offsets = FakeConsumer({0, 1}), OffsetCommitter()
     consumer.fail_next = 1
-    offsets.processed(consumer, records(0, 4) + records(1, 2))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 4) + records(1, 2))
     await settled()
     assert consumer.commits == []
     consumer.assigned = {TopicPartition(TOPIC, 0)}  # partition 1 went to another process
@@ -99,7 +99,7 @@ async def test_failed_commit__tried_again_without_new_batches(
     monkeypatch.setattr(kafka_adapters, "COMMIT_RETRY_S", 0.01)
     consumer, offsets = FakeConsumer({0}), OffsetCommitter()
     consumer.fail_next = 1
-    offsets.processed(consumer, records(0, 8))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 8))
     async with asyncio.timeout(2):
         while not consumer.commits:
             await asyncio.sleep(0.01)
@@ -110,7 +110,7 @@ async def test_failed_commit__tried_again_without_new_batches(
 async def test_commit_cancelled_at_shutdown__its_offsets_still_committed_by_stop() -> None:
     consumer, offsets = FakeConsumer({0}), OffsetCommitter()
     consumer.release.clear()
-    offsets.processed(consumer, records(0, 3))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 3))
     await settled()  # the background commit is waiting on the broker
     stopping = asyncio.create_task(offsets.stop())
     await settled()
@@ -121,10 +121,10 @@ async def test_commit_cancelled_at_shutdown__its_offsets_still_committed_by_stop
 
 async def test_interval__batches_within_it_wait__then_go_together() -> None:
     consumer, offsets = FakeConsumer({0, 1}), OffsetCommitter(interval_s=0.2)
-    offsets.processed(consumer, records(0, 1))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 1))
     await settled()
-    offsets.processed(consumer, records(0, 2))  # type: ignore[arg-type]
-    offsets.processed(consumer, records(1, 7))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 2))
+    offsets.processed(consumer, records(1, 7))
     await settled()
     assert consumer.commits == [{TopicPartition(TOPIC, 0): 2}]  # the first at once
     async with asyncio.timeout(2):
@@ -136,9 +136,9 @@ async def test_interval__batches_within_it_wait__then_go_together() -> None:
 
 async def test_interval__stop_commits_what_waits_without_waiting_for_it() -> None:
     consumer, offsets = FakeConsumer({0}), OffsetCommitter(interval_s=60)
-    offsets.processed(consumer, records(0, 1))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 1))
     await settled()
-    offsets.processed(consumer, records(0, 5))  # type: ignore[arg-type]
+    offsets.processed(consumer, records(0, 5))
     async with asyncio.timeout(2):
         await offsets.stop()
     assert consumer.committed() == {0: 6}
