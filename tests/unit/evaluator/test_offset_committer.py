@@ -142,3 +142,14 @@ async def test_interval__stop_commits_what_waits_without_waiting_for_it() -> Non
     async with asyncio.timeout(2):
         await offsets.stop()
     assert consumer.committed() == {0: 6}
+
+
+async def test_interval__a_flush_before_partitions_go__does_not_wait_for_it() -> None:
+    consumer, offsets = FakeConsumer({0}), OffsetCommitter(interval_s=60)
+    offsets.processed(consumer, records(0, 1))
+    await settled()
+    offsets.processed(consumer, records(0, 4))
+    async with asyncio.timeout(1):
+        assert await offsets.flush()
+    assert consumer.committed() == {0: 5}
+    await offsets.stop()

@@ -21,8 +21,8 @@ class Settings(BaseServiceSettings):
     # A batch does not wait for a fetch in flight (see handlers.with_arrivals).
     fetch_min_bytes: int = 16384
     fetch_max_wait_ms: int = 25
-    # Processed offsets are committed at most this often (the batches between go together): a
-    # crash redelivers at most this much more, which changes nothing (the events are deduplicated),
+    # A pause after each offset commit, the batches processed meanwhile committed together: a
+    # crash redelivers about this much more, which changes nothing (the events are deduplicated),
     # and the broker answers a few commits a second instead of one per batch.
     commit_interval_s: float = Field(default=0.25, ge=0)
     # A time-driven entry or exit lands within this many seconds of its due time.
