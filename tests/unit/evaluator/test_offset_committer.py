@@ -134,21 +134,25 @@ async def test_interval__batches_within_it_wait__then_go_together() -> None:
     await offsets.stop()
 
 
-async def test_interval__stop_commits_what_waits_without_waiting_for_it() -> None:
+async def waiting_in_the_interval(last: int) -> tuple[FakeConsumer, OffsetCommitter]:
+    """A committer that committed one batch and holds the next one (up to `last`) for a pause
+    far longer than any test."""
     consumer, offsets = FakeConsumer({0}), OffsetCommitter(interval_s=60)
     offsets.processed(consumer, records(0, 1))
     await settled()
-    offsets.processed(consumer, records(0, 5))
+    offsets.processed(consumer, records(0, last))
+    return consumer, offsets
+
+
+async def test_interval__stop_commits_what_waits_without_waiting_for_it() -> None:
+    consumer, offsets = await waiting_in_the_interval(5)
     async with asyncio.timeout(2):
         await offsets.stop()
     assert consumer.committed() == {0: 6}
 
 
 async def test_interval__a_flush_before_partitions_go__does_not_wait_for_it() -> None:
-    consumer, offsets = FakeConsumer({0}), OffsetCommitter(interval_s=60)
-    offsets.processed(consumer, records(0, 1))
-    await settled()
-    offsets.processed(consumer, records(0, 4))
+    consumer, offsets = await waiting_in_the_interval(4)
     async with asyncio.timeout(1):
         assert await offsets.flush()
     assert consumer.committed() == {0: 5}
