@@ -23,7 +23,7 @@ from audience_evaluator.errors import LateCount
 from audience_evaluator.ports import Provenance
 from audience_shared.events import MembershipChanged
 from audience_shared.profile import join_time, join_times
-from audience_shared.store import CONCURRENT_COMMANDS
+from audience_shared.store import CONCURRENT_COMMANDS, GUARDED_REPLACE_CHUNK
 
 pytestmark = pytest.mark.integration
 
@@ -315,7 +315,8 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
     client: AsyncMongoClient[dict[str, Any]], db_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = MongoProfileStore(client[db_name])
-    existing = [({"_id": f"p/old{n}", "version": 1}, 0) for n in range(60)]
+    replaced = 2 * GUARDED_REPLACE_CHUNK + 10  # three commands
+    existing = [({"_id": f"p/old{n}", "version": 1}, 0) for n in range(replaced)]
     assert await store.commit_profiles(existing) == set()
     commit_chunk = store._commit_chunk
     calls: list[tuple[str, str]] = []
@@ -330,12 +331,14 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
     monkeypatch.setattr(store, "_commit_chunk", traced)
     # A merge: its target is new (an insert), its source a replace saying where it went.
     writes = [({"_id": "p/new", "version": 1}, 0)] + [
-        ({"_id": f"p/old{n}", "version": 2, "merged_into": "p/new"}, 1) for n in range(60)
+        ({"_id": f"p/old{n}", "version": 2, "merged_into": "p/new"}, 1) for n in range(replaced)
     ]
     assert await store.commit_profiles(writes) == set()
     assert calls[:2] == [("start", "insert"), ("done", "insert")]
     assert {kind for _, kind in calls[2:]} == {"replace"}
-    assert len(calls) == 2 + 2 * 3  # 60 replaces in commands of 25
+    assert len(calls) == 2 + 2 * 3  # the replaces in three commands
+    stored = {d["_id"]: d async for d in client[db_name].profiles.find({"version": 2})}
+    assert len(stored) == replaced  # every guarded replace of a full command landed
     # A failed command fails the write at once, as itself: the commands in flight are cancelled
     # and most of those not sent yet never go (one may take the failed command's place first).
     calls.clear()
@@ -353,11 +356,13 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
         return set()
 
     monkeypatch.setattr(store, "_commit_chunk", failing)
-    many = [({"_id": f"p/old{n}", "version": 3}, 2) for n in range(60)] * 3  # 180: 8 commands
+    commands = CONCURRENT_COMMANDS + 4
+    many = [({"_id": f"p/old{n}", "version": 3}, 2) for n in range(replaced)]
+    many = (many * commands)[: commands * GUARDED_REPLACE_CHUNK]
     with pytest.raises(ConnectionFailure):
         await store.commit_profiles(many)
     started = [call for call in calls if call[0] == "start"]
-    assert len(started) <= CONCURRENT_COMMANDS + 1 < 8
+    assert len(started) <= CONCURRENT_COMMANDS + 1 < commands
     assert len(calls) - len(started) == len(started) - 1  # every other one was cancelled
 
 

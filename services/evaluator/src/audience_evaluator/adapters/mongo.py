@@ -38,8 +38,8 @@ from audience_shared.history import history_bucket, history_point_id
 from audience_shared.profile import encode_key, join_times, stored_join_times
 from audience_shared.rules import Group
 from audience_shared.store import (
-    BULK_CHUNK,
     CONCURRENT_COMMANDS,
+    GUARDED_REPLACE_CHUNK,
     ID_LOOKUP_CHUNK,
     INSERT_CHUNK,
     apply_one,
@@ -386,7 +386,7 @@ class MongoProfileStore:
             async with gate:
                 return await self._commit_chunk(chunk, token)
 
-        for group, size in ((inserts, INSERT_CHUNK), (replaces, BULK_CHUNK)):
+        for group, size in ((inserts, INSERT_CHUNK), (replaces, GUARDED_REPLACE_CHUNK)):
             chunks = [group[start : start + size] for start in range(0, len(group), size)]
             for chunk_conflicts in await all_at_once(commit(chunk) for chunk in chunks):
                 conflicts |= chunk_conflicts
