@@ -320,10 +320,13 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
     assert await store.commit_profiles(existing) == set()
     commit_chunk = store._commit_chunk
     calls: list[tuple[str, str]] = []
+    replace_sizes: list[int] = []
 
     async def traced(writes: Any, token: str) -> set[str]:
         kind = "insert" if writes[0][1] == 0 else "replace"
         calls.append(("start", kind))
+        if kind == "replace":
+            replace_sizes.append(len(writes))
         conflicts = await commit_chunk(writes, token)
         calls.append(("done", kind))
         return conflicts
@@ -337,6 +340,7 @@ async def test_commit_profiles__new_profiles_written_before_replaces__a_failure_
     assert calls[:2] == [("start", "insert"), ("done", "insert")]
     assert {kind for _, kind in calls[2:]} == {"replace"}
     assert len(calls) == 2 + 2 * 3  # the replaces in three commands
+    assert sorted(replace_sizes) == [10, GUARDED_REPLACE_CHUNK, GUARDED_REPLACE_CHUNK]
     stored = {d["_id"]: d async for d in client[db_name].profiles.find({"version": 2})}
     assert len(stored) == replaced  # every guarded replace of a full command landed
     # A failed command fails the write at once, as itself: the commands in flight are cancelled

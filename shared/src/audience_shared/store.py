@@ -21,6 +21,8 @@ IndexKeys = Sequence[tuple[str, int]]
 BULK_CHUNK = 25
 
 # Replaces guarded by a version (`{_id, version}`) are spared that limit: FerretDB as we build it
+# (store.sh; an unpatched one is not supported: its updates are not atomic either, see
+# docs/operations.md)
 # writes them without reading the stored documents, so they hold no query open
 # (deploy/local/ferretdb/guarded-replace.patch), and a command's are written in one transaction
 # (batched-replaces.patch). Fewer, bigger commands cost the store less per profile: under the
