@@ -25,11 +25,10 @@ class BatchCollector:
     cannot free is a cycle, so an object frozen while reachable that later ends up in an
     unreachable cycle (a finished task's exception and traceback, say) waits for the collection of
     the whole heap, the one long pause left, at the first batch `full_every_s` or more after the
-    last one. So does
-    the rare object that an automatic collection inside a huge batch moved to the oldest
-    generation and that died before the batch ended: the young collection between batches leaves
-    the oldest generation alone, so that its pauses (generation 1 in the metrics) stay apart from
-    the whole heap's (generation 2).
+    last one. So does the rare object that an automatic collection inside a huge batch moved to
+    the oldest generation and that died before the batch ended: the young collection between
+    batches leaves the oldest generation alone, so that its pauses (generation 1 in the metrics)
+    stay apart from the whole heap's (generation 2).
     """
 
     def __init__(self, full_every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
